@@ -1,0 +1,83 @@
+"""Builds the forge, runner and proposer that the config names, in one place.
+
+The loop only sees the Forge / Runner / Proposer interfaces; this module is the only code that
+knows which concrete class stands behind each config value, and which secret each one needs.
+A missing secret is an error that names the variable and the job that should carry it.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from autoresearch_ci.config import Config
+
+
+class MissingSecretError(RuntimeError):
+    pass
+
+
+def _secret(name: str, why: str) -> str:
+    value = os.environ.get(name, "").strip()
+    if not value:
+        raise MissingSecretError(f"{name} is not set: {why}")
+    return value
+
+
+def make_forge(cfg: Config, repo: Path, kind: str | None = None):
+    kind = kind or cfg.forge
+    if kind == "local":
+        from autoresearch_ci.forge.local import LocalForge
+
+        return LocalForge(repo, base_branch=cfg.github.base_branch)
+    if kind == "github":
+        from autoresearch_ci.forge.github import GitHubForge
+
+        token = _secret("GITHUB_TOKEN", "the github forge needs a token with contents and pull-requests write")
+        slug = cfg.github.repo or os.environ.get("GITHUB_REPOSITORY", "")
+        if not slug:
+            raise MissingSecretError("set github.repo in autoresearch.toml (or run inside GitHub Actions)")
+        return GitHubForge(
+            slug,
+            token,
+            workdir=repo,
+            api_url=os.environ.get("GITHUB_API_URL", cfg.github.api_url),
+            base_branch=cfg.github.base_branch,
+            labels=list(cfg.github.labels),
+            merge_mode=cfg.github.merge_mode,
+        )
+    raise ValueError(f"unknown forge {kind!r}: choose local or github")
+
+
+def make_runner(cfg: Config, repo: Path, kind: str | None = None):
+    kind = kind or cfg.runner
+    if kind in ("local", "self-hosted"):
+        from autoresearch_ci.runners.local import LocalRunner
+
+        return LocalRunner(repo)
+    if kind == "modal":
+        from autoresearch_ci.runners.modal import ModalRunner
+
+        return ModalRunner(app_name=cfg.modal.app_name, gpu=cfg.modal.gpu)
+    raise ValueError(f"unknown runner {kind!r}: choose local, self-hosted or modal")
+
+
+def make_proposer(cfg: Config, kind: str | None = None, seed: int = 0):
+    kind = kind or cfg.proposer
+    if kind == "offline":
+        from autoresearch_ci.proposers.offline import OfflineProposer
+
+        return OfflineProposer(seed=seed)
+    if kind == "anthropic":
+        from autoresearch_ci.proposers.anthropic import AnthropicProposer
+
+        key = _secret("ANTHROPIC_API_KEY", "the anthropic proposer needs it (only the propose job carries it)")
+        return AnthropicProposer(
+            model=cfg.llm.model,
+            api_key=key,
+            base_url=os.environ.get("ANTHROPIC_BASE_URL") or None,
+            max_output_tokens=cfg.llm.max_output_tokens,
+            max_retries=cfg.llm.max_retries,
+            timeout=cfg.llm.request_timeout_seconds,
+        )
+    raise ValueError(f"unknown proposer {kind!r}: choose offline or anthropic")

@@ -1,0 +1,342 @@
+"""`autoresearch-ci`: the local loop, and each single step that a CI job calls.
+
+    autoresearch-ci init DIR                 a new research repository from this template
+    autoresearch-ci loop --iterations N      the whole loop on this machine (local git + local runner)
+    autoresearch-ci budget-check             CI: may this tick spend anything?
+    autoresearch-ci propose --out tick.json  CI job 1 (LLM key): proposals -> branches + PRs
+    autoresearch-ci train --tick tick.json   CI job 2 (GPU): baseline + candidates + confirmations
+    autoresearch-ci judge --tick ... --results ...   CI job 3 (write token): verdicts, merges, ledger
+    autoresearch-ci publish --out site       CI job 4 (pages): the dashboard
+    autoresearch-ci status                   a table of recent experiments and the best so far
+    autoresearch-ci dashboard build|serve    the dashboard, locally
+    autoresearch-ci ledger check|repair|export
+
+Options are resolved once: autoresearch.toml (or [tool.autoresearch]) then the flags given here.
+Exit codes: 0 done, 1 a step refused (budget, guard, missing secret), 2 bad usage or config.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from rich.console import Console
+
+from autoresearch_ci import budget as budget_mod
+from autoresearch_ci import tick
+from autoresearch_ci.backends import MissingSecretError, make_forge, make_proposer, make_runner
+from autoresearch_ci.config import Config, ConfigError, load_config
+from autoresearch_ci.ledger import Ledger, LedgerCorruptError
+
+TEMPLATE_ROOT = Path(__file__).resolve().parents[1]
+TEMPLATE_FILES = ["train.py", "program.md", "resources.md"]
+
+console = Console(stderr=False)
+
+
+def _overrides(args: argparse.Namespace) -> dict:
+    out = {}
+    for key in ("preset", "runner", "proposer", "forge"):
+        value = getattr(args, key, None)
+        if value:
+            out[key] = "local" if value == "self-hosted" and key == "runner" else value
+    if getattr(args, "candidates", None):
+        out["candidates_per_tick"] = args.candidates
+    return out
+
+
+def _config(args: argparse.Namespace) -> tuple[Config, Path]:
+    repo = Path(args.repo).resolve()
+    return load_config(repo, _overrides(args)), repo
+
+
+def _write_output(name: str, value: str) -> None:
+    path = os.environ.get("GITHUB_OUTPUT")
+    if path:
+        with open(path, "a", encoding="utf-8") as f:
+            f.write(f"{name}={value}\n")
+
+
+def _summary(markdown: str) -> None:
+    path = os.environ.get("GITHUB_STEP_SUMMARY")
+    if path:
+        with open(path, "a", encoding="utf-8") as f:
+            f.write(markdown.rstrip() + "\n\n")
+
+
+def _git(repo: Path, *args: str) -> None:
+    subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True, timeout=60)
+
+
+# ----------------------------------------------------------------------------------------------
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    dest = Path(args.dir).resolve()
+    if (dest / ".git").exists():
+        console.print(f"{dest} is already a git repository; nothing to do")
+        return 0
+    missing = [f for f in TEMPLATE_FILES if not (TEMPLATE_ROOT / f).exists()]
+    if missing:
+        console.print(f"[red]the template files {missing} are not next to the installed package ({TEMPLATE_ROOT}); "
+                      "install autoresearch-ci from a clone with `pip install -e .`")
+        return 2
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in TEMPLATE_FILES:
+        shutil.copy2(TEMPLATE_ROOT / name, dest / name)
+    (dest / "autoresearch.toml").write_text(
+        f'# Settings for this research repository; see the README for every key.\npreset = "{args.preset}"\n'
+        'runner = "local"\nproposer = "offline"\nforge = "local"\ncandidates_per_tick = 1\n',
+        encoding="utf-8",
+    )
+    (dest / ".gitignore").write_text("__pycache__/\n", encoding="utf-8")
+    env = {**os.environ, "GIT_AUTHOR_NAME": "autoresearch-ci", "GIT_AUTHOR_EMAIL": "autoresearch-ci@localhost",
+           "GIT_COMMITTER_NAME": "autoresearch-ci", "GIT_COMMITTER_EMAIL": "autoresearch-ci@localhost"}
+    for cmd in (["init", "-q", "-b", "main"], ["add", "-A"], ["commit", "-q", "-m", "autoresearch: initial template"]):
+        subprocess.run(["git", "-C", str(dest), *cmd], check=True, capture_output=True, timeout=60, env=env)
+    console.print(f"initialised a research repository in {dest}")
+    return 0
+
+
+def cmd_loop(args: argparse.Namespace) -> int:
+    from autoresearch_ci.loop import ledger_for, run_loop
+
+    cfg, repo = _config(args)
+    run_loop(cfg, repo, args.iterations, max_minutes=args.max_minutes, seed=args.seed, console=console)
+    _print_status(ledger_for(cfg, repo), limit=args.iterations * cfg.candidates_per_tick + 5)
+    return 0
+
+
+def cmd_budget_check(args: argparse.Namespace) -> int:
+    cfg, repo = _config(args)
+    ledger = Ledger(repo / cfg.paths.ledger)
+    planned = args.planned_candidates or cfg.candidates_per_tick
+    decision = budget_mod.check(cfg, ledger, planned_runs=planned + cfg.judge.baseline_seeds,
+                                planned_llm_tokens=cfg.budget.llm_tokens_per_tick)
+    _write_output("go", "true" if decision.ok else "false")
+    _summary(f"### Budget check\n\n{decision.reason}\n\n{decision.table}")
+    console.print(decision.table)
+    console.print(("go: " if decision.ok else "stop: ") + decision.reason)
+    return 0
+
+
+def cmd_propose(args: argparse.Namespace) -> int:
+    cfg, repo = _config(args)
+    ledger = Ledger(repo / cfg.paths.ledger)
+    forge = make_forge(cfg, repo)
+    proposer = make_proposer(cfg, seed=args.seed)
+    runner_name = "local" if cfg.runner in ("local", "self-hosted") else cfg.runner
+    state = tick.propose(cfg, forge, proposer, ledger, runner_name, candidates=args.candidates, seed=args.seed,
+                         progress=console.print, forge_repo=repo)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(state.model_dump_json(indent=2), encoding="utf-8")
+    lines = [f"- `{c.experiment_id}` {'ok' if c.guard_ok else 'rejected'}: {c.proposal.hypothesis or c.proposal.error}"
+             + (f" ([PR]({c.candidate.pr_url}))" if c.candidate and c.candidate.pr_url else "")
+             for c in state.candidates]
+    _summary(f"### Proposals for tick {state.tick_id}\n\nbase `{state.base_commit[:10]}`\n\n" + "\n".join(lines))
+    _write_output("runnable", str(len(state.runnable()) + len(state.baseline_seeds_needed)))
+    console.print(f"wrote {out}: {len(state.runnable())} runnable candidate(s), "
+                  f"{len(state.baseline_seeds_needed)} baseline run(s) needed")
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    cfg, repo = _config(args)
+    state = tick.TickState.model_validate_json(Path(args.tick).read_text(encoding="utf-8"))
+    ledger = Ledger(repo / cfg.paths.ledger)
+    runner = make_runner(cfg, repo, args.runner)
+    results = tick.train(cfg, state, runner, ledger, progress=console.print)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(results.model_dump_json(indent=2), encoding="utf-8")
+    rows = [f"| {o.request.experiment_id} | {o.request.role} | {o.request.seed} | "
+            f"{o.metrics.status if o.metrics else 'infra: ' + (o.infra_error or '')[:60]} | "
+            f"{(o.metrics.val_bpb if o.metrics and o.metrics.val_bpb is not None else float('nan')):.4f} |"
+            for o in results.outcomes]
+    _summary("### Training runs\n\n| experiment | role | seed | status | val_bpb |\n|---|---|---|---|---|\n"
+             + "\n".join(rows))
+    console.print(f"wrote {out}: {len(results.outcomes)} run(s)")
+    return 0
+
+
+def cmd_judge(args: argparse.Namespace) -> int:
+    cfg, repo = _config(args)
+    state = tick.TickState.model_validate_json(Path(args.tick).read_text(encoding="utf-8"))
+    results = tick.TickResults.model_validate_json(Path(args.results).read_text(encoding="utf-8"))
+    ledger = Ledger(repo / cfg.paths.ledger)
+    forge = make_forge(cfg, repo)
+    summarizer = None
+    if cfg.proposer == "anthropic" and os.environ.get("ANTHROPIC_API_KEY"):
+        summarizer = getattr(make_proposer(cfg), "summarize_for_learnings", None)
+    records = tick.judge(cfg, state, results, forge, ledger, repo, summarizer=summarizer, progress=console.print)
+    from autoresearch_ci.learnings import render_results_table
+
+    table = render_results_table([r for r in records if r.kind == "experiment"])
+    _summary(f"### Verdicts for tick {state.tick_id}\n\n{table}")
+    console.print(table)
+    return 0
+
+
+def _print_status(ledger: Ledger, limit: int) -> None:
+    from autoresearch_ci.learnings import render_results_table
+
+    exps = ledger.experiments()
+    console.print(render_results_table(exps[-limit:]))
+    best = ledger.best()
+    if best is not None:
+        rec, value = best if isinstance(best, tuple) else (best, min(best.ok_values()))
+        console.print(f"best so far: val_bpb {value:.4f} ({rec.id}: {rec.hypothesis[:80]})")
+    else:
+        console.print("no kept experiment yet")
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    cfg, repo = _config(args)
+    _print_status(Ledger(repo / cfg.paths.ledger), args.limit)
+    return 0
+
+
+def cmd_publish(args: argparse.Namespace) -> int:
+    cfg, repo = _config(args)
+    from dashboard.build import build_site
+
+    out = build_site(repo / cfg.paths.ledger, repo / cfg.paths.resources, Path(args.out),
+                     repo_url=_repo_url(cfg))
+    console.print(f"dashboard written to {out}")
+    return 0
+
+
+def _repo_url(cfg: Config) -> str | None:
+    slug = cfg.github.repo or os.environ.get("GITHUB_REPOSITORY")
+    server = os.environ.get("GITHUB_SERVER_URL", "https://github.com")
+    return f"{server}/{slug}" if slug else None
+
+
+def cmd_dashboard(args: argparse.Namespace) -> int:
+    if args.action == "build":
+        return cmd_publish(args)
+    from dashboard.serve import serve
+
+    cfg, repo = _config(args)
+    from dashboard.build import build_site
+
+    out = build_site(repo / cfg.paths.ledger, repo / cfg.paths.resources, Path(args.out), repo_url=_repo_url(cfg))
+    serve(out, host=args.host, port=args.port)
+    return 0
+
+
+def cmd_ledger(args: argparse.Namespace) -> int:
+    cfg, repo = _config(args)
+    ledger = Ledger(repo / cfg.paths.ledger)
+    if args.action == "check":
+        records, problems = ledger.read(strict=False)
+        console.print(f"{len(records)} record(s), {len(problems)} problem(s)")
+        for p in problems:
+            console.print(f"[red]{p}")
+        return 1 if problems else 0
+    if args.action == "repair":
+        console.print(ledger.repair())
+        return 0
+    sys.stdout.write(ledger.export_tsv())
+    return 0
+
+
+# ----------------------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="autoresearch-ci", description=__doc__.split("\n\n")[0])
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def common(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument("--repo", default=".", help="the research repository (default: the current directory)")
+        sp.add_argument("--preset", help="override the preset (gpu, cpu, tiny)")
+        sp.add_argument("--seed", type=int, default=0)
+
+    sp = sub.add_parser("init", help="create a research repository from this template")
+    sp.add_argument("dir")
+    sp.add_argument("--preset", default="cpu")
+    sp.set_defaults(func=cmd_init)
+
+    sp = sub.add_parser("loop", help="run the loop locally for N iterations")
+    common(sp)
+    sp.add_argument("--iterations", type=int, default=3)
+    sp.add_argument("--max-minutes", type=float, default=None)
+    sp.add_argument("--proposer", choices=["offline", "anthropic"])
+    sp.add_argument("--runner", choices=["local", "modal", "self-hosted"])
+    sp.add_argument("--candidates", type=int)
+    sp.set_defaults(func=cmd_loop)
+
+    sp = sub.add_parser("budget-check", help="CI: refuse the tick when a budget would be exceeded")
+    common(sp)
+    sp.add_argument("--planned-candidates", type=int)
+    sp.set_defaults(func=cmd_budget_check)
+
+    sp = sub.add_parser("propose", help="CI: propose candidates, push branches, open PRs")
+    common(sp)
+    sp.add_argument("--forge", choices=["local", "github"])
+    sp.add_argument("--proposer", choices=["offline", "anthropic"])
+    sp.add_argument("--runner", choices=["local", "modal", "self-hosted"])
+    sp.add_argument("--candidates", type=int)
+    sp.add_argument("--out", default="tick/tick.json")
+    sp.set_defaults(func=cmd_propose)
+
+    sp = sub.add_parser("train", help="CI: run baseline, candidates and confirmations")
+    common(sp)
+    sp.add_argument("--tick", default="tick/tick.json")
+    sp.add_argument("--runner", choices=["local", "modal", "self-hosted"])
+    sp.add_argument("--out", default="tick/results.json")
+    sp.set_defaults(func=cmd_train)
+
+    sp = sub.add_parser("judge", help="CI: verdicts, merge or close, ledger and learnings")
+    common(sp)
+    sp.add_argument("--forge", choices=["local", "github"])
+    sp.add_argument("--tick", default="tick/tick.json")
+    sp.add_argument("--results", default="tick/results.json")
+    sp.set_defaults(func=cmd_judge)
+
+    sp = sub.add_parser("publish", help="build the dashboard site")
+    common(sp)
+    sp.add_argument("--out", default="site")
+    sp.set_defaults(func=cmd_publish)
+
+    sp = sub.add_parser("status", help="recent experiments and the best so far")
+    common(sp)
+    sp.add_argument("--limit", type=int, default=20)
+    sp.set_defaults(func=cmd_status)
+
+    sp = sub.add_parser("dashboard", help="build or serve the dashboard locally")
+    common(sp)
+    sp.add_argument("action", choices=["build", "serve"])
+    sp.add_argument("--out", default="site")
+    sp.add_argument("--host", default="127.0.0.1")
+    sp.add_argument("--port", type=int, default=8000)
+    sp.set_defaults(func=cmd_dashboard)
+
+    sp = sub.add_parser("ledger", help="check, repair or export the ledger")
+    common(sp)
+    sp.add_argument("action", choices=["check", "repair", "export"])
+    sp.set_defaults(func=cmd_ledger)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args) or 0
+    except ConfigError as exc:
+        console.print(f"[red]config error:[/red] {exc}")
+        return 2
+    except (MissingSecretError, LedgerCorruptError) as exc:
+        console.print(f"[red]{exc}")
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

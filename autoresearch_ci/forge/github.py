@@ -1,0 +1,535 @@
+"""The GitHub forge: candidates as branches with pull requests, the ledger on main.
+
+Two channels, each for what it does best:
+- git (gitops) pushes the candidate branch (one commit built off the work tree) and persists the
+  bookkeeping files on main, re-applying them when the push loses a race with a merge;
+- PyGithub does the rest: the PR (hypothesis, diff summary, labels), the commit status
+  `autoresearch/eval`, the results comment (one per PR, found again by a hidden marker and edited),
+  the merge (squash with the expected head sha, or GitHub auto-merge), and close + delete branch.
+
+Every operation is idempotent so a tick can be re-run: an existing PR is found by its head before
+one is created (and a 422 "already exists" after a retried POST is answered by fetching it), a
+merged PR returns its merge commit, a deleted branch stays deleted.
+
+Retries: PyGithub's GithubRetry handles 5xx and rate limits (it sleeps until X-RateLimit-Reset) for
+GET/POST/PUT/DELETE. It does not retry PATCH, so the PATCHes we send (close a PR, edit a comment),
+which are idempotent, get a bounded retry of their own. What is still failing after that becomes a
+ForgeError whose message names the permission or repository setting to change.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import time
+from collections.abc import Callable
+from typing import Literal, TypeVar
+
+import requests
+from github import (
+    Auth,
+    BadCredentialsException,
+    Github,
+    GithubException,
+    GithubRetry,
+    RateLimitExceededException,
+    UnknownObjectException,
+)
+from github.PullRequest import PullRequest
+from github.Repository import Repository
+
+from autoresearch_ci import gitops
+from autoresearch_ci.forge.base import ForgeError, StatusState
+from autoresearch_ci.records import Candidate
+
+T = TypeVar("T")
+
+BRANCH_PREFIX = "autoresearch/"
+STATUS_CONTEXT = "autoresearch/eval"
+RESULTS_MARKER = "<!-- autoresearch-ci:results -->"
+EXPERIMENT_MARKER = "<!-- autoresearch-ci:experiment {id} -->"
+PR_BODY_LIMIT = 60_000  # GitHub refuses bodies over 65,536 characters
+DIFF_IN_BODY_LIMIT = 20_000
+STATUS_DESCRIPTION_LIMIT = 140
+
+# What to tell the user when GitHub answers 403 (not a rate limit) to an operation.
+HINTS = {
+    "repo": "give the token read access to the repository (`contents: read`)",
+    "pulls": "give the workflow `pull-requests: write` and enable 'Allow GitHub Actions to create and "
+    "approve pull requests' in Settings → Actions → General",
+    "issues": "give the workflow `pull-requests: write` (labels and comments on a PR are issue writes)",
+    "statuses": "give the job `statuses: write`",
+    "merge": "give the job `contents: write` and `pull-requests: write`; if a branch protection rule or "
+    'ruleset requires reviews, let github-actions bypass it or set merge_mode = "auto"',
+    "automerge": "enable 'Allow auto-merge' in Settings → General and give the job `pull-requests: write`, "
+    'or set merge_mode = "squash"',
+    "refs": "give the job `contents: write`",
+}
+
+
+class GitHubForge:
+    name = "github"
+
+    def __init__(
+        self,
+        repo_slug: str,
+        token: str,
+        workdir: str | os.PathLike,
+        api_url: str = "https://api.github.com",
+        base_branch: str = "main",
+        labels: list[str] | tuple[str, ...] = ("autoresearch",),
+        merge_mode: Literal["squash", "auto"] = "squash",
+        remote: str = "origin",
+        timeout: float = 30.0,
+        retries: int = 5,
+        *,
+        backoff: float = 1.0,
+        max_rate_limit_wait: float = 900.0,
+        seconds_between_requests: float | None = 0.25,
+        seconds_between_writes: float | None = 1.0,
+        run_url: str | None = None,
+        push_attempts: int = gitops.PUSH_ATTEMPTS,
+        automerge_wait: float = 0.0,
+    ):
+        if "/" not in repo_slug:
+            raise ForgeError(f"github.repo must be owner/name, not {repo_slug!r}")
+        if merge_mode not in ("squash", "auto"):
+            raise ForgeError(f"merge_mode must be 'squash' or 'auto', not {merge_mode!r}")
+        if not token:
+            raise ForgeError(
+                "no GitHub token: set GITHUB_TOKEN (in a workflow: `env: GITHUB_TOKEN: ${{ github.token }}`)"
+            )
+        self.slug = repo_slug
+        self.owner = repo_slug.split("/")[0]
+        self.base_branch = base_branch
+        self.labels = list(labels)
+        self.merge_mode = merge_mode
+        self.remote = remote
+        self.retries = retries
+        self.backoff = backoff
+        self.push_attempts = push_attempts
+        self.automerge_wait = automerge_wait
+        self.run_url = run_url if run_url is not None else _actions_run_url()
+        self.git = gitops.Git(workdir, timeout=max(gitops.GIT_TIMEOUT_S, timeout))
+        self._token = token
+        self._git_auth_checked = False
+        self.gh = Github(
+            auth=Auth.Token(token),
+            base_url=api_url.rstrip("/"),
+            timeout=int(timeout),
+            user_agent="autoresearch-ci",
+            retry=_retry(retries, backoff, max_rate_limit_wait),
+            seconds_between_requests=seconds_between_requests,
+            seconds_between_writes=seconds_between_writes,
+        )
+        self._repo: Repository | None = None
+
+    # ------------------------------------------------------------------------------------ git
+
+    def base_commit(self) -> str:
+        return self._git(self.git.fetch_branch, self.remote, self.base_branch)
+
+    def read_file(self, commit: str, path: str) -> str:
+        self._ensure_commit(commit)
+        return self._git(self.git.show_file, commit, path)
+
+    def changed_files(self, base_commit: str, commit: str) -> list[str]:
+        self._ensure_commit(base_commit, commit)
+        return self._git(self.git.changed_files, base_commit, commit)
+
+    def diff(self, base_commit: str, commit: str) -> str:
+        self._ensure_commit(base_commit, commit)
+        return self._git(self.git.diff, base_commit, commit)
+
+    def persist(self, paths: list[str], message: str) -> str:
+        self._setup_git_auth()
+        return self._git(
+            self.git.commit_and_push,
+            paths,
+            message,
+            branch=self.base_branch,
+            remote=self.remote,
+            attempts=self.push_attempts,
+            backoff=self.backoff,
+        )
+
+    # ------------------------------------------------------------------------------ candidates
+
+    def open_candidate(
+        self, experiment_id: str, base_commit: str, files: dict[str, str], title: str, body: str
+    ) -> Candidate:
+        branch = BRANCH_PREFIX + experiment_id
+        pr = self._find_pr(branch)
+        if pr is None:
+            commit = self._push_candidate_branch(branch, base_commit, files, title, body, experiment_id)
+            pr_body = self._pr_body(experiment_id, body, base_commit, commit)
+            try:
+                pr = self._api(
+                    "pulls",
+                    "POST",
+                    "pulls",
+                    lambda: self.repo.create_pull(
+                        base=self.base_branch, head=branch, title=title[:250], body=pr_body
+                    ),
+                )
+            except ForgeError as e:
+                if "already exists" not in str(e):
+                    raise
+                # A POST retried after a gateway error, or a concurrent run: the PR is there.
+                pr = self._find_pr(branch)
+                if pr is None:
+                    raise
+        have = {label.name for label in pr.labels}
+        missing = [name for name in self.labels if name not in have]
+        if missing:
+            self._api("issues", "POST", f"issues/{pr.number}/labels", lambda: pr.add_to_labels(*missing))
+        commit = pr.head.sha
+        self._ensure_commit(commit, fetch_ref=f"refs/pull/{pr.number}/head")
+        parents = self.git.parents(commit) if self.git.has_commit(commit) else []
+        return Candidate(
+            experiment_id=experiment_id,
+            branch=branch,
+            base_commit=parents[0] if parents else base_commit,
+            commit=commit,
+            pr_number=pr.number,
+            pr_url=pr.html_url,
+        )
+
+    def set_status(self, candidate: Candidate, state: StatusState, description: str) -> None:
+        desc = " ".join(description.split())
+        if len(desc) > STATUS_DESCRIPTION_LIMIT:
+            desc = desc[: STATUS_DESCRIPTION_LIMIT - 1] + "…"
+        kwargs = {"state": state, "description": desc, "context": STATUS_CONTEXT}
+        if self.run_url:
+            kwargs["target_url"] = self.run_url
+        self._api(
+            "statuses",
+            "POST",
+            f"statuses/{candidate.commit}",
+            lambda: self.repo.get_commit(candidate.commit).create_status(**kwargs),
+        )
+
+    def comment(self, candidate: Candidate, body: str) -> None:
+        pr = self._pr(candidate)
+        text = f"{RESULTS_MARKER}\n{body.strip()}\n"
+        ours = self._api(
+            "issues",
+            "GET",
+            f"issues/{pr.number}/comments",
+            lambda: [c for c in pr.get_issue_comments() if RESULTS_MARKER in (c.body or "")],
+        )
+        if not ours:
+            self._api("issues", "POST", f"issues/{pr.number}/comments", lambda: pr.create_issue_comment(text))
+            return
+        first, *extra = ours
+        if first.body != text:
+            self._api("issues", "PATCH", f"issues/comments/{first.id}", lambda: first.edit(text), retry=True)
+        for dup in extra:  # left by a POST that was retried after the server had already made it
+            self._api("issues", "DELETE", f"issues/comments/{dup.id}", dup.delete)
+
+    def merge(self, candidate: Candidate, message: str) -> str:
+        pr = self._pr(candidate)
+        if pr.merged:
+            return pr.merge_commit_sha
+        if pr.state == "closed":
+            raise ForgeError(
+                f"PR #{pr.number} ({pr.html_url}) was closed without merging; reopen it to merge"
+            )
+        title, _, rest = message.strip().partition("\n")
+        title = f"{title.strip() or pr.title} (#{pr.number})"
+        rest = rest.strip()
+        if self.merge_mode == "auto" and self._enable_automerge(pr, candidate, title, rest):
+            return self._wait_for_automerge(pr.number)
+        try:
+            status = self._call(
+                lambda: pr.merge(
+                    merge_method="squash", sha=candidate.commit, commit_title=title, commit_message=rest
+                )
+            )
+        except GithubException as e:
+            fresh = self._api("pulls", "GET", f"pulls/{pr.number}", lambda: self.repo.get_pull(pr.number))
+            if fresh.merged:  # a PUT retried after the merge had gone through
+                return fresh.merge_commit_sha
+            if e.status == 409:
+                raise ForgeError(
+                    f"PR #{pr.number}: the branch moved since {candidate.commit[:12]} was evaluated; "
+                    "not merging an untested head"
+                ) from e
+            if e.status == 405:
+                raise ForgeError(
+                    f"PR #{pr.number} is not mergeable ({_message(e)}): a conflict with "
+                    f"{self.base_branch}, or a branch protection rule blocks the bot; " + HINTS["merge"]
+                ) from e
+            raise self._error(e, "merge", "PUT", f"pulls/{pr.number}/merge") from e
+        return status.sha
+
+    def archive(self, candidate: Candidate) -> str:
+        pr = self._pr(candidate)
+        if pr.merged:
+            raise ForgeError(f"PR #{pr.number} is merged; a merged candidate cannot be archived")
+        if pr.state == "open":
+            self._api("pulls", "PATCH", f"pulls/{pr.number}", lambda: pr.edit(state="closed"), retry=True)
+        self._delete_branch(candidate.branch)
+        return pr.html_url
+
+    # -------------------------------------------------------------------------------- helpers
+
+    @property
+    def repo(self) -> Repository:
+        if self._repo is None:
+            self._repo = self._api("repo", "GET", "", lambda: self.gh.get_repo(self.slug))
+        return self._repo
+
+    def _call(self, fn: Callable[[], T]) -> T:
+        """Run a PyGithub call, turning transport failures into ForgeError; GithubException passes."""
+        try:
+            return fn()
+        except (
+            requests.exceptions.RetryError,
+            requests.exceptions.ConnectionError,
+            requests.exceptions.Timeout,
+        ) as e:
+            raise ForgeError(f"GitHub API unreachable or failing after {self.retries} retries: {e}") from e
+
+    def _api(self, need: str, method: str, path: str, fn: Callable[[], T], *, retry: bool = False) -> T:
+        """Run one API operation; map failures to ForgeError. retry=True adds our own bounded
+        retry on 5xx and transport errors, for idempotent requests GithubRetry does not retry."""
+        attempts = self.retries + 1 if retry else 1
+        for attempt in range(1, attempts + 1):
+            try:
+                return fn()
+            except GithubException as e:
+                if retry and e.status >= 500 and attempt < attempts:
+                    time.sleep(self.backoff * 2 ** (attempt - 1))
+                    continue
+                raise self._error(e, need, method, path) from e
+            except (
+                requests.exceptions.RetryError,
+                requests.exceptions.ConnectionError,
+                requests.exceptions.Timeout,
+            ) as e:
+                if retry and attempt < attempts:
+                    time.sleep(self.backoff * 2 ** (attempt - 1))
+                    continue
+                raise ForgeError(
+                    f"{method} {self._path(path)}: GitHub did not answer successfully after "
+                    f"{self.retries} retries ({type(e).__name__}: {e}); try again later"
+                ) from e
+        raise AssertionError("unreachable")
+
+    def _path(self, path: str) -> str:
+        return f"/repos/{self.slug}" + (f"/{path}" if path else "")
+
+    def _error(self, e: GithubException, need: str, method: str, path: str) -> ForgeError:
+        where = f"{e.status} on {method} {self._path(path)}"
+        msg = _message(e)
+        if isinstance(e, BadCredentialsException) or e.status == 401:
+            return ForgeError(
+                f"{where}: GitHub rejected the token (Bad credentials). Check the GITHUB_TOKEN "
+                "secret (expired, revoked or mistyped)"
+            )
+        if isinstance(e, RateLimitExceededException):
+            return ForgeError(
+                f"{where}: rate limit exhausted and the reset is further away than we wait; run again later"
+            )
+        if e.status == 403:
+            return ForgeError(f"{where}: {HINTS.get(need, HINTS['refs'])} (GitHub said: {msg})")
+        if e.status == 404 and need == "repo":
+            return ForgeError(
+                f"{where}: repository {self.slug} not found: check github.repo in autoresearch.toml "
+                "and that the token can see it"
+            )
+        if isinstance(e, UnknownObjectException) or e.status == 404:
+            return ForgeError(
+                f"{where}: not found (GitHub answers 404 also when the token lacks access: "
+                f"{HINTS.get(need, HINTS['refs'])})"
+            )
+        return ForgeError(f"{where}: {msg}")
+
+    def _find_pr(self, branch: str) -> PullRequest | None:
+        pulls = self._api(
+            "pulls",
+            "GET",
+            "pulls",
+            lambda: list(
+                self.repo.get_pulls(state="all", head=f"{self.owner}:{branch}", base=self.base_branch)
+            ),
+        )
+        if not pulls:
+            return None
+        return next((p for p in pulls if p.state == "open"), None) or max(pulls, key=lambda p: p.number)
+
+    def _pr(self, candidate: Candidate) -> PullRequest:
+        if candidate.pr_number is None:
+            pr = self._find_pr(candidate.branch)
+            if pr is None:
+                raise ForgeError(f"no pull request for {candidate.branch} in {self.slug}")
+            return pr
+        return self._api(
+            "pulls", "GET", f"pulls/{candidate.pr_number}", lambda: self.repo.get_pull(candidate.pr_number)
+        )
+
+    def _push_candidate_branch(
+        self, branch: str, base_commit: str, files: dict[str, str], title: str, body: str, experiment_id: str
+    ) -> str:
+        """The candidate commit on the remote branch: reused when a previous run pushed it."""
+        self._setup_git_auth()
+        existing = self._git(self.git.ls_remote, self.remote, f"refs/heads/{branch}")
+        if existing:
+            self._ensure_commit(existing, fetch_ref=f"refs/heads/{branch}")
+            return existing
+        self._ensure_commit(base_commit)
+        message = f"{title.strip()}\n\n{body.strip()}\n\nExperiment: {experiment_id}\n"
+        commit = self._git(self.git.commit_files, base_commit, files, message)
+        try:
+            self.git.push(self.remote, f"{commit}:refs/heads/{branch}")
+        except gitops.PushRejected:  # someone created it between our look and our push
+            theirs = self._git(self.git.ls_remote, self.remote, f"refs/heads/{branch}")
+            if not theirs:
+                raise
+            self._ensure_commit(theirs, fetch_ref=f"refs/heads/{branch}")
+            return theirs
+        except gitops.GitError as e:
+            raise self._git_error(e) from e
+        return commit
+
+    def _pr_body(self, experiment_id: str, body: str, base_commit: str, commit: str) -> str:
+        stat = self.git.diff(base_commit, commit, stat=True)
+        diff = self.git.diff(base_commit, commit)
+        if len(diff) > DIFF_IN_BODY_LIMIT:
+            diff = diff[:DIFF_IN_BODY_LIMIT] + f"\n… ({len(diff) - DIFF_IN_BODY_LIMIT} more characters)\n"
+        text = (
+            f"{EXPERIMENT_MARKER.format(id=experiment_id)}\n{body.strip()}\n\n"
+            f"**Experiment** `{experiment_id}` · base `{base_commit[:12]}` · candidate `{commit[:12]}`\n\n"
+            f"```\n{stat}\n```\n\n<details><summary>Diff</summary>\n\n```diff\n{diff}```\n\n</details>\n"
+        )
+        return text[:PR_BODY_LIMIT]
+
+    def _enable_automerge(self, pr: PullRequest, candidate: Candidate, title: str, rest: str) -> bool:
+        """True when auto-merge is armed; False when GitHub says the PR can be merged right now
+        ("clean status"), so the caller merges it directly."""
+        kwargs = {"commit_body": rest} if rest else {}
+        try:
+            self._call(
+                lambda: pr.enable_automerge(
+                    merge_method="SQUASH", expected_head_oid=candidate.commit, commit_headline=title, **kwargs
+                )
+            )
+            return True
+        except GithubException as e:
+            if "clean status" in _message(e).lower():
+                return False
+            raise ForgeError(
+                f"enabling auto-merge on PR #{pr.number} failed ({_message(e)}): " + HINTS["automerge"]
+            ) from e
+
+    def _wait_for_automerge(self, number: int) -> str:
+        """The merge commit once GitHub has merged the PR; "" while auto-merge is still pending
+        (required checks not finished after `automerge_wait` seconds)."""
+        deadline = time.monotonic() + self.automerge_wait
+        while True:
+            pr = self._api("pulls", "GET", f"pulls/{number}", lambda: self.repo.get_pull(number))
+            if pr.merged:
+                return pr.merge_commit_sha
+            if time.monotonic() >= deadline:
+                return ""
+            time.sleep(min(10.0, max(0.1, self.automerge_wait / 10)))
+
+    def _delete_branch(self, branch: str) -> None:
+        try:
+            ref = self._call(lambda: self.repo.get_git_ref(f"heads/{branch}"))
+        except UnknownObjectException:
+            return  # already gone
+        except GithubException as e:
+            raise self._error(e, "refs", "GET", f"git/ref/heads/{branch}") from e
+        try:
+            self._call(ref.delete)
+        except GithubException as e:
+            if e.status == 422 and "does not exist" in _message(e).lower():
+                return
+            raise self._error(e, "refs", "DELETE", f"git/refs/heads/{branch}") from e
+
+    def _ensure_commit(self, *shas: str, fetch_ref: str | None = None) -> None:
+        """Fetch from the remote whatever commits this clone does not have yet."""
+        missing = [s for s in shas if not self.git.has_commit(s)]
+        if not missing:
+            return
+        self._setup_git_auth()
+        specs = [fetch_ref] if fetch_ref else []
+        try:
+            self.git.fetch(self.remote, *(specs or missing))
+        except gitops.GitError:
+            if not specs:
+                raise
+            self._git(self.git.fetch, self.remote, *missing)
+
+    def _setup_git_auth(self) -> None:
+        """Let git push over https with the token when nothing else provides credentials
+        (actions/checkout does, through an http extraheader in the clone's config)."""
+        if self._git_auth_checked:
+            return
+        self._git_auth_checked = True
+        url = self.git.run("remote", "get-url", self.remote, check=False)
+        if not url.startswith("https://"):
+            return
+        if self.git.run("config", "--get-regexp", r"^http\..*extraheader$", check=False):
+            return
+        host = "/".join(url.split("/")[:3]) + "/"
+        basic = base64.b64encode(f"x-access-token:{self._token}".encode()).decode()
+        n = int(self.git.env.get("GIT_CONFIG_COUNT", "0"))
+        self.git.env.update(
+            {
+                "GIT_CONFIG_COUNT": str(n + 1),
+                f"GIT_CONFIG_KEY_{n}": f"http.{host}.extraheader",
+                f"GIT_CONFIG_VALUE_{n}": f"AUTHORIZATION: basic {basic}",
+            }
+        )
+
+    def _git(self, fn: Callable[..., T], *args, **kwargs) -> T:
+        try:
+            return fn(*args, **kwargs)
+        except gitops.GitError as e:
+            raise self._git_error(e) from e
+
+    def _git_error(self, e: gitops.GitError) -> ForgeError:
+        text = str(e)
+        low = text.lower()
+        if "protected branch" in low or "gh006" in low or "gh013" in low:
+            return ForgeError(
+                f"{text}\n→ {self.base_branch} is protected: allow github-actions[bot] to push the "
+                "ledger commit (bypass list of the rule), or the ledger cannot be kept on it"
+            )
+        if "returned error: 403" in low or ("permission to" in low and "denied" in low):
+            return ForgeError(f"{text}\n→ the token cannot push: give the job `contents: write`")
+        if "workflow" in low and "without `workflows` permission" in low:
+            return ForgeError(
+                f"{text}\n→ a change under .github/workflows needs the `workflows` permission; "
+                "candidates must not touch workflows"
+            )
+        return ForgeError(text)
+
+
+def _message(e: GithubException) -> str:
+    data = e.data if isinstance(e.data, dict) else {}
+    parts = [str(data.get("message") or e.message or "")]
+    for err in data.get("errors") or []:
+        parts.append(err.get("message", json.dumps(err)) if isinstance(err, dict) else str(err))
+    return "; ".join(p for p in parts if p)
+
+
+def _retry(total: int, backoff: float, max_rate_limit_wait: float) -> GithubRetry:
+    """5xx and rate limits retried by PyGithub; a rate-limit reset further away than
+    max_rate_limit_wait fails at once instead of sleeping the job away."""
+    try:
+        return GithubRetry(total=total, backoff_factor=backoff, max_rate_limit_wait=int(max_rate_limit_wait))
+    except TypeError:  # PyGithub releases before max_rate_limit_wait existed
+        return GithubRetry(total=total, backoff_factor=backoff)
+
+
+def _actions_run_url() -> str | None:
+    """The Actions run this process is part of, for the status's details link."""
+    server, repo, run = (
+        os.environ.get(k) for k in ("GITHUB_SERVER_URL", "GITHUB_REPOSITORY", "GITHUB_RUN_ID")
+    )
+    return f"{server}/{repo}/actions/runs/{run}" if server and repo and run else None

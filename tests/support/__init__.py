@@ -1,0 +1,1 @@
+"""Test helpers shared by several test modules (fakes of external services, repo builders)."""

@@ -1,0 +1,180 @@
+"""The baseline train.py against Contract 3, on the CPU, without the harness's runner.
+
+`StandInContext` is a real object with the context's interface over the prepared tiny-preset data:
+it hands out a fixed number of batches, so a test decides how many optimizer steps train.py takes,
+and its clock is a counter of batches, so nothing here depends on how fast the machine is. The
+sizes are shrunk through train.py's own CPU_* constants (the knobs the research agent turns too).
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib.util
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+TRAIN_PY = REPO / "train.py"
+SEQ_LEN = 64
+VOCAB = 4096
+
+
+def load_train_module(name: str = "train_under_test"):
+    spec = importlib.util.spec_from_file_location(name, TRAIN_PY)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    # Small enough for a few seconds on one core, big enough to learn something.
+    mod.CPU_DEPTH, mod.CPU_MODEL_DIM, mod.CPU_HEAD_DIM = 2, 64, 16
+    mod.CPU_DEVICE_BATCH, mod.CPU_TOTAL_BATCH = 8, 2 * 8 * SEQ_LEN  # two micro-batches per step
+    return mod
+
+
+class StandInContext:
+    """Contract 3 over prepared data (or random tokens), with a clock that counts batches."""
+
+    def __init__(self, batches: int, data=None, seq_len: int = SEQ_LEN, vocab_size: int = VOCAB):
+        self.device = "cpu"
+        self.seq_len = seq_len
+        self.vocab_size = vocab_size
+        self.total = batches
+        self.data = data
+        self.served = 0
+        self.clock_started = False
+        self.warmups = 0
+        self.logged: list[tuple[int, float]] = []
+        self.batch_sizes: set[int] = set()
+
+    def _batches(self, batch_size: int, seed: int):
+        if self.data is not None:
+            yield from self.data.train_loader(batch_size, self.seq_len, seed=seed)
+        g = torch.Generator().manual_seed(seed)
+        while True:
+            rows = torch.randint(0, self.vocab_size, (batch_size, self.seq_len + 1), generator=g)
+            yield rows[:, :-1], rows[:, 1:]
+
+    def warmup_batch(self):
+        assert not self.clock_started, "warmup_batch() after start_clock()"
+        self.warmups += 1
+        return next(self._batches(8, seed=99))
+
+    def start_clock(self):
+        self.clock_started = True
+
+    def train_batches(self, batch_size: int):
+        assert self.clock_started, "train_batches() before start_clock()"
+        self.batch_sizes.add(batch_size)
+        for x, y in self._batches(batch_size, seed=0):
+            if self.served >= self.total:
+                return
+            self.served += 1
+            yield x, y
+
+    def progress(self) -> float:
+        return min(1.0, self.served / self.total)
+
+    def time_left(self) -> float:
+        return float(self.total - self.served)
+
+    def should_stop(self) -> bool:
+        return self.served >= self.total
+
+    def log(self, step: int, loss: float):
+        assert isinstance(loss, float), "ctx.log takes a Python float"
+        self.logged.append((step, loss))
+
+
+@pytest.fixture(scope="module")
+def trained(prepared_tiny):
+    """One run of 60 batches (30 optimizer steps) on real text, shared by the tests below."""
+    torch.manual_seed(0)
+    mod = load_train_module()
+    ctx = StandInContext(batches=60, data=prepared_tiny)
+    model = mod.train(ctx)
+    return mod, ctx, model
+
+
+def test_loss_decreases(trained):
+    _, ctx, _ = trained
+    assert ctx.warmups == 1
+    assert len(ctx.logged) >= 25, "the CPU path logs every optimizer step"
+    steps = [s for s, _ in ctx.logged]
+    assert steps == sorted(steps)
+    first = ctx.logged[0][1]
+    last = sum(loss for _, loss in ctx.logged[-5:]) / 5
+    assert all(math.isfinite(loss) for _, loss in ctx.logged)
+    assert first > math.log(VOCAB) - 1.0, "the first loss is about that of a uniform guess"
+    assert last < first - 1.5, f"loss went from {first:.2f} to {last:.2f}"
+
+
+def test_model_maps_tokens_to_logits(trained):
+    _, _, model = trained
+    x = torch.randint(0, VOCAB, (3, SEQ_LEN))
+    with torch.no_grad():
+        logits = model(x)
+    assert logits.shape[:2] == (3, SEQ_LEN)
+    assert logits.shape[2] >= VOCAB
+    assert logits.dtype == torch.float32
+    assert torch.isfinite(logits).all()
+    with torch.no_grad():  # shorter rows than the training length work too
+        assert model(x[:, :10]).shape[:2] == (3, 10)
+
+
+def test_model_is_causal(trained):
+    _, _, model = trained
+    g = torch.Generator().manual_seed(1)
+    x = torch.randint(0, VOCAB, (2, SEQ_LEN), generator=g)
+    for t in (1, 17, SEQ_LEN - 1):
+        x2 = x.clone()
+        x2[:, t:] = torch.randint(0, VOCAB, (2, SEQ_LEN - t), generator=g)
+        with torch.no_grad():
+            a, b = model(x), model(x2)
+        assert torch.allclose(a[:, :t], b[:, :t], atol=1e-5), f"logits before {t} changed"
+        assert not torch.allclose(a[:, t:], b[:, t:]), "the perturbed suffix changed nothing"
+
+
+def test_warmup_does_not_train():
+    """With no training batches at all, train() returns exactly the freshly initialised model."""
+    mod = load_train_module()
+    torch.manual_seed(123)
+    model = mod.train(StandInContext(batches=0))
+    torch.manual_seed(123)
+    fresh = mod.GPT(VOCAB, SEQ_LEN, mod.CPU_DEPTH, mod.CPU_MODEL_DIM, mod.CPU_HEAD_DIM)
+    for (name, p), q in zip(model.state_dict().items(), fresh.state_dict().values(), strict=True):
+        assert torch.equal(p, q), f"{name} changed during warm-up"
+
+
+def test_stops_when_told():
+    """should_stop() ends training even while the iterator would go on."""
+    mod = load_train_module()
+
+    class StopEarly(StandInContext):
+        def should_stop(self):
+            return self.served >= 6
+
+    ctx = StopEarly(batches=1000)
+    mod.train(ctx)
+    assert ctx.served == 6
+
+
+def test_hyperparameters_are_plain_constants():
+    """The offline proposer searches module-level numeric literals: the interesting knobs must be ones."""
+    tree = ast.parse(TRAIN_PY.read_text())
+    names = {
+        t.id
+        for node in tree.body
+        if isinstance(node, ast.Assign)
+        for t in node.targets
+        if isinstance(t, ast.Name) and t.id.isupper()
+    }
+    for knob in ("MATRIX_LR", "EMBED_LR", "HEAD_LR", "WARMDOWN_RATIO", "CPU_DEPTH", "CPU_MODEL_DIM",
+                 "GPU_DEPTH", "GPU_MODEL_DIM", "GPU_TOTAL_BATCH"):  # fmt: skip
+        assert knob in names
+
+
+def test_passes_the_harness_static_scan():
+    from harness.integrity import static_scan
+
+    assert static_scan(TRAIN_PY.read_text()) == []

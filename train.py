@@ -1,0 +1,354 @@
+"""The GPT that the research agent improves: model, optimizer and training loop in one file.
+
+The harness owns everything else: the data, the clock and the metric. It imports this file, calls
+`train(ctx)` and scores the model that comes back on held-out text (val_bpb, lower is better).
+What `ctx` gives us (harness/context.py has the whole interface):
+
+    ctx.device, ctx.seq_len, ctx.vocab_size    where to train, the row length, the vocabulary
+    ctx.warmup_batch(batch_size)               random tokens shaped like a batch, for compiling
+    ctx.start_clock()                          the training budget starts now
+    ctx.train_batches(batch_size)              (x, y) int64 batches [batch_size, seq_len] on ctx.device,
+                                               until the budget is spent
+    ctx.progress()                             fraction of the training budget used, 0 to 1
+    ctx.log(step, loss)                        the training loss at optimizer step `step` (0-based);
+                                               the harness counts steps from it and stops a blow-up
+
+The returned model must map token ids [B, T] to logits [B, T, V'] with V' >= vocab_size, and stay
+causal: the logits at position t may depend only on tokens 0..t.
+
+The model is a small modern GPT in the style of karpathy's nanochat: rotary position embeddings,
+RMSNorm without learnable weights, QK-norm, a ReLU^2 MLP, untied input and output embeddings and a
+soft-capped output. The optimizer is Muon for the 2-D matrices inside the blocks and AdamW for
+everything else, with a warmup / constant / warmdown learning-rate schedule driven by the
+harness's clock.
+"""
+
+import math
+import time
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+# ------------------------------------------------------------------------------------------------
+# Hyperparameters. The gpu preset (300 s on one H100, sequence 2048, vocabulary 8192) and the cpu
+# preset (30 s on two cores, sequence 256, vocabulary 4096) differ by three orders of magnitude in
+# compute, so model and batch size come in two sets; everything after them is shared.
+# ------------------------------------------------------------------------------------------------
+
+# Sizes on CUDA.
+GPU_DEPTH = 8  # transformer blocks
+GPU_MODEL_DIM = 512  # residual stream width
+GPU_HEAD_DIM = 128  # attention heads = MODEL_DIM // HEAD_DIM
+GPU_DEVICE_BATCH = 32  # rows per forward/backward pass
+GPU_TOTAL_BATCH = 2**19  # tokens per optimizer step (reached by gradient accumulation)
+
+# Sizes on the CPU.
+CPU_DEPTH = 4
+CPU_MODEL_DIM = 128
+CPU_HEAD_DIM = 32
+CPU_DEVICE_BATCH = 16
+CPU_TOTAL_BATCH = 2**13
+
+# Model shape, shared.
+MLP_RATIO = 4  # MLP hidden width = MLP_RATIO * MODEL_DIM
+ROPE_BASE = 10000.0  # rotary frequency base
+LOGIT_SOFTCAP = 15.0  # logits = cap * tanh(logits / cap): keeps early logits from running away
+X0_INIT = 0.1  # initial weight of the first-layer embedding mixed back into every block's input
+
+# Optimizer. AdamW learning rates are scaled by 1/sqrt(MODEL_DIM / 768), as in nanochat, so they
+# carry over between widths.
+MATRIX_LR = 0.04  # Muon, for the 2-D matrices inside the blocks
+EMBED_LR = 0.6  # AdamW, token embedding
+HEAD_LR = 0.004  # AdamW, output projection (lm_head)
+SCALAR_LR = 0.5  # AdamW, the per-layer mixing scalars
+ADAM_BETA1 = 0.8
+ADAM_BETA2 = 0.95
+MUON_MOMENTUM = 0.95  # reached after MUON_MOMENTUM_WARMUP_STEPS optimizer steps, from 0.85
+MUON_MOMENTUM_WARMUP_STEPS = 300
+NS_STEPS = 5  # Newton-Schulz iterations per Muon update
+WEIGHT_DECAY = 0.0  # decoupled weight decay on the Muon matrices, decayed with the learning rate
+
+# Schedule, as fractions of the training budget (ctx.progress()).
+WARMUP_RATIO = 0.0  # linear warmup from 0
+WARMDOWN_RATIO = 0.5  # linear warmdown to FINAL_LR_FRAC over the last part of the budget
+FINAL_LR_FRAC = 0.0
+
+LOG_EVERY_SECONDS = 1.0  # how often to read the loss back (a .item() waits for the GPU)
+
+
+# ------------------------------------------------------------------------------------------------
+# Model
+# ------------------------------------------------------------------------------------------------
+
+
+def norm(x):
+    # RMSNorm with no learnable scale: one parameter group fewer, and it costs nothing in quality.
+    return F.rms_norm(x, (x.size(-1),))
+
+
+def apply_rotary(x, cos, sin):
+    # x: [B, T, H, D]; rotate the two halves of each head by position-dependent angles.
+    d = x.size(-1) // 2
+    x1, x2 = x[..., :d], x[..., d:]
+    return torch.cat([x1 * cos + x2 * sin, x2 * cos - x1 * sin], dim=-1)
+
+
+class Attention(nn.Module):
+    def __init__(self, dim, head_dim):
+        super().__init__()
+        self.n_head = dim // head_dim
+        self.head_dim = head_dim
+        self.c_q = nn.Linear(dim, dim, bias=False)
+        self.c_k = nn.Linear(dim, dim, bias=False)
+        self.c_v = nn.Linear(dim, dim, bias=False)
+        self.c_proj = nn.Linear(dim, dim, bias=False)
+
+    def forward(self, x, cos, sin):
+        B, T, C = x.shape
+        q = self.c_q(x).view(B, T, self.n_head, self.head_dim)
+        k = self.c_k(x).view(B, T, self.n_head, self.head_dim)
+        v = self.c_v(x).view(B, T, self.n_head, self.head_dim)
+        # QK-norm after rotary: bounded attention logits, so a higher learning rate stays stable.
+        q = norm(apply_rotary(q, cos, sin)).to(v.dtype)
+        k = norm(apply_rotary(k, cos, sin)).to(v.dtype)
+        # Fused causal attention (flash / cuDNN on CUDA); is_causal is what keeps the model causal.
+        y = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), is_causal=True)
+        return self.c_proj(y.transpose(1, 2).reshape(B, T, C))
+
+
+class MLP(nn.Module):
+    def __init__(self, dim):
+        super().__init__()
+        self.c_fc = nn.Linear(dim, MLP_RATIO * dim, bias=False)
+        self.c_proj = nn.Linear(MLP_RATIO * dim, dim, bias=False)
+
+    def forward(self, x):
+        return self.c_proj(F.relu(self.c_fc(x)).square())  # ReLU^2: sparse and cheap, beats GELU here
+
+
+class Block(nn.Module):
+    def __init__(self, dim, head_dim):
+        super().__init__()
+        self.attn = Attention(dim, head_dim)
+        self.mlp = MLP(dim)
+        # Learnable mixing: how much of the residual stream and of the embedding x0 enter the block.
+        self.resid_lambda = nn.Parameter(torch.tensor(1.0))
+        self.x0_lambda = nn.Parameter(torch.tensor(X0_INIT))
+
+    def forward(self, x, x0, cos, sin):
+        x = self.resid_lambda * x + self.x0_lambda * x0
+        x = x + self.attn(norm(x), cos, sin)
+        return x + self.mlp(norm(x))
+
+
+class Head(nn.Module):
+    """Final norm, output projection and soft-cap; the loss too when targets are given.
+
+    A module of its own so that it compiles as one region: the [tokens, vocab] logits are the
+    largest tensors in the model, and fused, the soft-cap and the loss read them once.
+    """
+
+    def __init__(self, dim, padded_vocab):
+        super().__init__()
+        self.lm_head = nn.Linear(dim, padded_vocab, bias=False)
+
+    def forward(self, x, targets=None):
+        logits = self.lm_head(norm(x)).float()
+        logits = LOGIT_SOFTCAP * torch.tanh(logits / LOGIT_SOFTCAP)
+        if targets is None:
+            return logits
+        return F.cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1))
+
+
+class GPT(nn.Module):
+    def __init__(self, vocab_size, seq_len, depth, dim, head_dim):
+        super().__init__()
+        self.vocab_size = vocab_size
+        padded_vocab = (vocab_size + 63) // 64 * 64  # matmul-friendly; the extra logits are never targets
+        self.wte = nn.Embedding(padded_vocab, dim)
+        self.blocks = nn.ModuleList([Block(dim, head_dim) for _ in range(depth)])
+        self.head = Head(dim, padded_vocab)
+        # Rotary tables for every position a row can have; not parameters, not saved.
+        inv_freq = ROPE_BASE ** (-torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim)
+        angles = torch.outer(torch.arange(seq_len, dtype=torch.float32), inv_freq)
+        self.register_buffer("cos", angles.cos()[None, :, None, :], persistent=False)
+        self.register_buffer("sin", angles.sin()[None, :, None, :], persistent=False)
+        self.init_weights(dim)
+
+    @torch.no_grad()
+    def init_weights(self, dim):
+        nn.init.normal_(self.wte.weight, std=1.0)  # normed right after lookup, so the scale is free
+        nn.init.normal_(self.head.lm_head.weight, std=0.001)  # start near uniform predictions
+        bound = (3 / dim) ** 0.5  # uniform with std 1/sqrt(dim)
+        for block in self.blocks:
+            for lin in (block.attn.c_q, block.attn.c_k, block.attn.c_v, block.mlp.c_fc):
+                nn.init.uniform_(lin.weight, -bound, bound)
+            # Zero output projections: every block starts as the identity, and the residual grows as needed.
+            nn.init.zeros_(block.attn.c_proj.weight)
+            nn.init.zeros_(block.mlp.c_proj.weight)
+
+    def forward(self, idx, targets=None):
+        """Logits [B, T, padded_vocab], or the mean cross-entropy when targets are given."""
+        T = idx.size(1)
+        # bf16 matmuls on CUDA, here rather than in the caller, so evaluation gets them too.
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=idx.is_cuda):
+            cos, sin = self.cos[:, :T], self.sin[:, :T]
+            x = x0 = norm(self.wte(idx))
+            for block in self.blocks:
+                x = block(x, x0, cos, sin)
+            return self.head(x, targets)
+
+
+# ------------------------------------------------------------------------------------------------
+# Optimizer: Muon for the block matrices
+# ------------------------------------------------------------------------------------------------
+
+
+def orthogonalize(G, steps):
+    """Newton-Schulz iteration towards the nearest semi-orthogonal matrix, batched over dim 0.
+
+    The quintic coefficients (from Keller Jordan's Muon) converge fast in bf16; they push the
+    singular values into roughly [0.7, 1.2] rather than exactly 1, which is good enough and cheap.
+    """
+    a, b, c = 3.4445, -4.7750, 2.0315
+    X = G.bfloat16() if G.is_cuda else G.float()
+    tall = X.size(-2) > X.size(-1)
+    if tall:
+        X = X.mT
+    X = X / (X.norm(dim=(-2, -1), keepdim=True) + 1e-7)  # spectral norm <= Frobenius norm <= 1
+    for _ in range(steps):
+        A = X @ X.mT
+        X = a * X + (b * A + c * (A @ A)) @ X
+    if tall:
+        X = X.mT
+    return X.to(G.dtype)
+
+
+class Muon(torch.optim.Optimizer):
+    """Momentum, then orthogonalise the update: every direction of a matrix moves at the same rate.
+
+    Parameters of one shape are stacked so that a Newton-Schulz step is one batched matmul.
+    """
+
+    def __init__(self, params, lr, momentum, weight_decay):
+        super().__init__(params, dict(lr=lr, momentum=momentum, weight_decay=weight_decay))
+
+    @torch.no_grad()
+    def step(self):
+        for group in self.param_groups:
+            shapes = sorted({tuple(p.shape) for p in group["params"]})
+            for shape in shapes:
+                params = [p for p in group["params"] if tuple(p.shape) == shape and p.grad is not None]
+                if not params:
+                    continue
+                grads = torch.stack([p.grad for p in params])
+                state = self.state[params[0]]
+                if "momentum" not in state:
+                    state["momentum"] = torch.zeros_like(grads)
+                buf = state["momentum"]
+                buf.lerp_(grads, 1 - group["momentum"])
+                update = orthogonalize(grads.lerp_(buf, group["momentum"]), NS_STEPS)  # Nesterov
+                # Scale so that tall and wide matrices get updates of the same RMS per entry.
+                lr = group["lr"] * max(1.0, shape[0] / shape[1]) ** 0.5
+                torch._foreach_mul_(params, 1 - group["lr"] * group["weight_decay"])
+                torch._foreach_add_(params, list(update.unbind(0)), alpha=-lr)
+
+
+def build_optimizers(model, dim, device):
+    matrices = [p for p in model.blocks.parameters() if p.ndim == 2]
+    scalars = [p for p in model.blocks.parameters() if p.ndim == 0]
+    scale = (dim / 768) ** -0.5
+    adam_groups = [
+        dict(params=[model.wte.weight], lr=EMBED_LR * scale),
+        dict(params=[model.head.lm_head.weight], lr=HEAD_LR * scale),
+        dict(params=scalars, lr=SCALAR_LR),
+    ]
+    # fused=True: one kernel for the whole AdamW step on CUDA; on the CPU the default is fine.
+    adam = torch.optim.AdamW(
+        adam_groups, betas=(ADAM_BETA1, ADAM_BETA2), eps=1e-10, weight_decay=0.0, fused=device.type == "cuda"
+    )
+    muon = Muon(matrices, lr=MATRIX_LR, momentum=MUON_MOMENTUM, weight_decay=WEIGHT_DECAY)
+    for opt in (adam, muon):
+        for group in opt.param_groups:
+            group["initial_lr"] = group["lr"]
+    return [adam, muon]
+
+
+def lr_multiplier(progress):
+    if progress < WARMUP_RATIO:
+        return progress / WARMUP_RATIO
+    if progress < 1 - WARMDOWN_RATIO:
+        return 1.0
+    frac = (1 - progress) / WARMDOWN_RATIO  # 1 at the start of the warmdown, 0 at the end
+    return FINAL_LR_FRAC + (1 - FINAL_LR_FRAC) * frac
+
+
+# ------------------------------------------------------------------------------------------------
+# Training
+# ------------------------------------------------------------------------------------------------
+
+
+def train(ctx):
+    device = torch.device(ctx.device)
+    cuda = device.type == "cuda"
+    if cuda:
+        depth, dim, head_dim = GPU_DEPTH, GPU_MODEL_DIM, GPU_HEAD_DIM
+        device_batch, total_batch = GPU_DEVICE_BATCH, GPU_TOTAL_BATCH
+        torch.backends.cuda.matmul.allow_tf32 = True  # any fp32 matmul left outside autocast
+        torch.backends.cudnn.allow_tf32 = True
+    else:
+        depth, dim, head_dim = CPU_DEPTH, CPU_MODEL_DIM, CPU_HEAD_DIM
+        device_batch, total_batch = CPU_DEVICE_BATCH, CPU_TOTAL_BATCH
+    accum_steps = max(1, total_batch // (device_batch * ctx.seq_len))
+
+    model = GPT(ctx.vocab_size, ctx.seq_len, depth, dim, head_dim).to(device)
+    if cuda:
+        # Regional compilation: every block runs the same code, so one compiled graph serves all
+        # of them and compile time does not grow with depth. The head is the other region.
+        for block in model.blocks:
+            block.compile(dynamic=False)
+        model.head.compile(dynamic=False)
+
+    # Warm-up before the clock: compile the training step (forward, backward, optimizer) and the
+    # no-grad forward the evaluation uses, on random tokens, then put the initial weights back and
+    # build the optimizers afresh, so the warm-up leaves no trace in training.
+    initial_state = {k: v.clone() for k, v in model.state_dict().items()}
+    x, y = ctx.warmup_batch(device_batch)
+    model(x, y).backward()
+    for opt in build_optimizers(model, dim, device):
+        opt.step()
+    with torch.no_grad():
+        model(x)
+    model.load_state_dict(initial_state)
+    model.zero_grad(set_to_none=True)
+    optimizers = build_optimizers(model, dim, device)
+    muon = optimizers[1]
+    ctx.start_clock()
+
+    step, micro, last_log = 0, 0, -math.inf
+    for x, y in ctx.train_batches(device_batch):
+        loss = model(x, y)
+        (loss / accum_steps).backward()
+        micro += 1
+        if micro % accum_steps:
+            continue
+        lrm = lr_multiplier(ctx.progress())
+        for opt in optimizers:
+            for group in opt.param_groups:
+                group["lr"] = group["initial_lr"] * lrm
+        frac = min(step / MUON_MOMENTUM_WARMUP_STEPS, 1.0)
+        muon.param_groups[0]["momentum"] = (1 - frac) * 0.85 + frac * MUON_MOMENTUM
+        for opt in optimizers:
+            opt.step()
+        model.zero_grad(set_to_none=True)
+        # Reading the loss waits for the GPU, so on CUDA only now and then; the harness wants one
+        # at least every few seconds, and the last step's (below), which is how it counts steps.
+        now = time.monotonic()
+        if not cuda or now - last_log >= LOG_EVERY_SECONDS:
+            ctx.log(step, loss.item())
+            last_log = now
+        step += 1
+    if step and cuda:
+        ctx.log(step - 1, loss.item())
+    return model
