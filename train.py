@@ -113,7 +113,8 @@ class Attention(nn.Module):
         q = norm(apply_rotary(q, cos, sin)).to(v.dtype)
         k = norm(apply_rotary(k, cos, sin)).to(v.dtype)
         # Fused causal attention (flash / cuDNN on CUDA); is_causal is what keeps the model causal.
-        y = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), is_causal=True)
+        q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)  # [B, H, T, D]
+        y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
         return self.c_proj(y.transpose(1, 2).reshape(B, T, C))
 
 

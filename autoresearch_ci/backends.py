@@ -33,7 +33,9 @@ def make_forge(cfg: Config, repo: Path, kind: str | None = None):
     if kind == "github":
         from autoresearch_ci.forge.github import GitHubForge
 
-        token = _secret("GITHUB_TOKEN", "the github forge needs a token with contents and pull-requests write")
+        token = _secret(
+            "GITHUB_TOKEN", "the github forge needs a token with contents and pull-requests write"
+        )
         slug = cfg.github.repo or os.environ.get("GITHUB_REPOSITORY", "")
         if not slug:
             raise MissingSecretError("set github.repo in autoresearch.toml (or run inside GitHub Actions)")
@@ -66,12 +68,16 @@ def make_proposer(cfg: Config, kind: str | None = None, seed: int = 0):
     kind = kind or cfg.proposer
     if kind == "offline":
         from autoresearch_ci.proposers.offline import OfflineProposer
+        from harness.presets import get_preset
 
-        return OfflineProposer(seed=seed)
+        device = get_preset(cfg.preset).device
+        return OfflineProposer(seed=seed, device=None if device == "auto" else device)
     if kind == "anthropic":
-        from autoresearch_ci.proposers.anthropic import AnthropicProposer
+        from autoresearch_ci.proposers.anthropic import AnthropicProposer, ModelPrice
 
-        key = _secret("ANTHROPIC_API_KEY", "the anthropic proposer needs it (only the propose job carries it)")
+        key = _secret(
+            "ANTHROPIC_API_KEY", "the anthropic proposer needs it (only the propose job carries it)"
+        )
         return AnthropicProposer(
             model=cfg.llm.model,
             api_key=key,
@@ -79,5 +85,12 @@ def make_proposer(cfg: Config, kind: str | None = None, seed: int = 0):
             max_output_tokens=cfg.llm.max_output_tokens,
             max_retries=cfg.llm.max_retries,
             timeout=cfg.llm.request_timeout_seconds,
+            tick_token_budget=cfg.budget.llm_tokens_per_tick,
+            default_price=ModelPrice(
+                input=cfg.llm.input_usd_per_mtok,
+                output=cfg.llm.output_usd_per_mtok,
+                cache_read=cfg.llm.cache_read_usd_per_mtok,
+                cache_write=cfg.llm.cache_write_usd_per_mtok,
+            ),
         )
     raise ValueError(f"unknown proposer {kind!r}: choose offline or anthropic")

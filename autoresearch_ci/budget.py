@@ -63,18 +63,21 @@ def llm_cost_usd(usage: LLMUsage, llm: LLMConfig) -> float:
 
 
 def gpu_usd_per_hour(cfg: Config, runner: str | None = None) -> float:
-    """What an hour of the runner's device costs. A Modal GPU type with no price is an error, so a
-    cap in dollars is never silently unenforced."""
+    """What an hour of the runner's device costs. Modal GPU strings may carry a count and a pin
+    ("H100:2", "H100!"). A Modal GPU type with no price is an error, so a cap in dollars is never
+    silently unenforced."""
     runner = runner or cfg.runner
     if runner != "modal":
         return cfg.budget.local_usd_per_hour
-    try:
-        return cfg.budget.gpu_usd_per_hour[cfg.modal.gpu]
-    except KeyError:
+    name, _, count = cfg.modal.gpu.partition(":")
+    prices = {k.upper(): v for k, v in cfg.budget.gpu_usd_per_hour.items()}
+    price = prices.get(name.rstrip("!").upper())
+    if price is None or (count and not count.isdigit()):
         raise ValueError(
             f"no price for Modal GPU {cfg.modal.gpu!r}: add it to [budget] gpu_usd_per_hour in "
             f"autoresearch.toml (known: {', '.join(cfg.budget.gpu_usd_per_hour)})"
-        ) from None
+        )
+    return price * int(count or 1)
 
 
 def gpu_usd_per_second(cfg: Config, runner: str | None = None) -> float:

@@ -18,7 +18,6 @@ Exit codes: 0 done, 1 a step refused (budget, guard, missing secret), 2 bad usag
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import subprocess
@@ -83,8 +82,10 @@ def cmd_init(args: argparse.Namespace) -> int:
         return 0
     missing = [f for f in TEMPLATE_FILES if not (TEMPLATE_ROOT / f).exists()]
     if missing:
-        console.print(f"[red]the template files {missing} are not next to the installed package ({TEMPLATE_ROOT}); "
-                      "install autoresearch-ci from a clone with `pip install -e .`")
+        console.print(
+            f"[red]the template files {missing} are not next to the installed package ({TEMPLATE_ROOT}); "
+            "install autoresearch-ci from a clone with `pip install -e .`"
+        )
         return 2
     dest.mkdir(parents=True, exist_ok=True)
     for name in TEMPLATE_FILES:
@@ -95,9 +96,18 @@ def cmd_init(args: argparse.Namespace) -> int:
         encoding="utf-8",
     )
     (dest / ".gitignore").write_text("__pycache__/\n", encoding="utf-8")
-    env = {**os.environ, "GIT_AUTHOR_NAME": "autoresearch-ci", "GIT_AUTHOR_EMAIL": "autoresearch-ci@localhost",
-           "GIT_COMMITTER_NAME": "autoresearch-ci", "GIT_COMMITTER_EMAIL": "autoresearch-ci@localhost"}
-    for cmd in (["init", "-q", "-b", "main"], ["add", "-A"], ["commit", "-q", "-m", "autoresearch: initial template"]):
+    env = {
+        **os.environ,
+        "GIT_AUTHOR_NAME": "autoresearch-ci",
+        "GIT_AUTHOR_EMAIL": "autoresearch-ci@localhost",
+        "GIT_COMMITTER_NAME": "autoresearch-ci",
+        "GIT_COMMITTER_EMAIL": "autoresearch-ci@localhost",
+    }
+    for cmd in (
+        ["init", "-q", "-b", "main"],
+        ["add", "-A"],
+        ["commit", "-q", "-m", "autoresearch: initial template"],
+    ):
         subprocess.run(["git", "-C", str(dest), *cmd], check=True, capture_output=True, timeout=60, env=env)
     console.print(f"initialised a research repository in {dest}")
     return 0
@@ -116,8 +126,12 @@ def cmd_budget_check(args: argparse.Namespace) -> int:
     cfg, repo = _config(args)
     ledger = Ledger(repo / cfg.paths.ledger)
     planned = args.planned_candidates or cfg.candidates_per_tick
-    decision = budget_mod.check(cfg, ledger, planned_runs=planned + cfg.judge.baseline_seeds,
-                                planned_llm_tokens=cfg.budget.llm_tokens_per_tick)
+    decision = budget_mod.check(
+        cfg,
+        ledger,
+        planned_runs=planned + cfg.judge.baseline_seeds,
+        planned_llm_tokens=cfg.budget.llm_tokens_per_tick,
+    )
     _write_output("go", "true" if decision.ok else "false")
     _summary(f"### Budget check\n\n{decision.reason}\n\n{decision.table}")
     console.print(decision.table)
@@ -131,18 +145,34 @@ def cmd_propose(args: argparse.Namespace) -> int:
     forge = make_forge(cfg, repo)
     proposer = make_proposer(cfg, seed=args.seed)
     runner_name = "local" if cfg.runner in ("local", "self-hosted") else cfg.runner
-    state = tick.propose(cfg, forge, proposer, ledger, runner_name, candidates=args.candidates, seed=args.seed,
-                         progress=console.print, forge_repo=repo)
+    state = tick.propose(
+        cfg,
+        forge,
+        proposer,
+        ledger,
+        runner_name,
+        candidates=args.candidates,
+        seed=args.seed,
+        progress=console.print,
+        forge_repo=repo,
+    )
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(state.model_dump_json(indent=2), encoding="utf-8")
-    lines = [f"- `{c.experiment_id}` {'ok' if c.guard_ok else 'rejected'}: {c.proposal.hypothesis or c.proposal.error}"
-             + (f" ([PR]({c.candidate.pr_url}))" if c.candidate and c.candidate.pr_url else "")
-             for c in state.candidates]
-    _summary(f"### Proposals for tick {state.tick_id}\n\nbase `{state.base_commit[:10]}`\n\n" + "\n".join(lines))
+    lines = [
+        f"- `{c.experiment_id}` {'ok' if c.guard_ok else 'rejected'}: "
+        f"{c.proposal.hypothesis or c.proposal.error}"
+        + (f" ([PR]({c.candidate.pr_url}))" if c.candidate and c.candidate.pr_url else "")
+        for c in state.candidates
+    ]
+    _summary(
+        f"### Proposals for tick {state.tick_id}\n\nbase `{state.base_commit[:10]}`\n\n" + "\n".join(lines)
+    )
     _write_output("runnable", str(len(state.runnable()) + len(state.baseline_seeds_needed)))
-    console.print(f"wrote {out}: {len(state.runnable())} runnable candidate(s), "
-                  f"{len(state.baseline_seeds_needed)} baseline run(s) needed")
+    console.print(
+        f"wrote {out}: {len(state.runnable())} runnable candidate(s), "
+        f"{len(state.baseline_seeds_needed)} baseline run(s) needed"
+    )
     return 0
 
 
@@ -155,12 +185,16 @@ def cmd_train(args: argparse.Namespace) -> int:
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(results.model_dump_json(indent=2), encoding="utf-8")
-    rows = [f"| {o.request.experiment_id} | {o.request.role} | {o.request.seed} | "
-            f"{o.metrics.status if o.metrics else 'infra: ' + (o.infra_error or '')[:60]} | "
-            f"{(o.metrics.val_bpb if o.metrics and o.metrics.val_bpb is not None else float('nan')):.4f} |"
-            for o in results.outcomes]
-    _summary("### Training runs\n\n| experiment | role | seed | status | val_bpb |\n|---|---|---|---|---|\n"
-             + "\n".join(rows))
+    rows = [
+        f"| {o.request.experiment_id} | {o.request.role} | {o.request.seed} | "
+        f"{o.metrics.status if o.metrics else 'infra: ' + (o.infra_error or '')[:60]} | "
+        f"{(o.metrics.val_bpb if o.metrics and o.metrics.val_bpb is not None else float('nan')):.4f} |"
+        for o in results.outcomes
+    ]
+    _summary(
+        "### Training runs\n\n| experiment | role | seed | status | val_bpb |\n|---|---|---|---|---|\n"
+        + "\n".join(rows)
+    )
     console.print(f"wrote {out}: {len(results.outcomes)} run(s)")
     return 0
 
@@ -174,7 +208,9 @@ def cmd_judge(args: argparse.Namespace) -> int:
     summarizer = None
     if cfg.proposer == "anthropic" and os.environ.get("ANTHROPIC_API_KEY"):
         summarizer = getattr(make_proposer(cfg), "summarize_for_learnings", None)
-    records = tick.judge(cfg, state, results, forge, ledger, repo, summarizer=summarizer, progress=console.print)
+    records = tick.judge(
+        cfg, state, results, forge, ledger, repo, summarizer=summarizer, progress=console.print
+    )
     from autoresearch_ci.learnings import render_results_table
 
     table = render_results_table([r for r in records if r.kind == "experiment"])
@@ -206,8 +242,9 @@ def cmd_publish(args: argparse.Namespace) -> int:
     cfg, repo = _config(args)
     from dashboard.build import build_site
 
-    out = build_site(repo / cfg.paths.ledger, repo / cfg.paths.resources, Path(args.out),
-                     repo_url=_repo_url(cfg))
+    out = build_site(
+        repo / cfg.paths.ledger, repo / cfg.paths.resources, Path(args.out), repo_url=_repo_url(cfg)
+    )
     console.print(f"dashboard written to {out}")
     return 0
 
@@ -226,7 +263,9 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
     cfg, repo = _config(args)
     from dashboard.build import build_site
 
-    out = build_site(repo / cfg.paths.ledger, repo / cfg.paths.resources, Path(args.out), repo_url=_repo_url(cfg))
+    out = build_site(
+        repo / cfg.paths.ledger, repo / cfg.paths.resources, Path(args.out), repo_url=_repo_url(cfg)
+    )
     serve(out, host=args.host, port=args.port)
     return 0
 
@@ -255,7 +294,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     def common(sp: argparse.ArgumentParser) -> None:
-        sp.add_argument("--repo", default=".", help="the research repository (default: the current directory)")
+        sp.add_argument(
+            "--repo", default=".", help="the research repository (default: the current directory)"
+        )
         sp.add_argument("--preset", help="override the preset (gpu, cpu, tiny)")
         sp.add_argument("--seed", type=int, default=0)
 

@@ -9,7 +9,7 @@ names the key, and nothing downstream can change a setting behind the loop's bac
     [judge]
     noise_multiplier = 2.5
 
-    $ autoresearch-ci tick            # reads ./autoresearch.toml
+    $ autoresearch-ci loop --repo .   # reads ./autoresearch.toml
 
 A bad file raises ConfigError with one line per problem: the file, the key path and what is allowed.
 """
@@ -27,6 +27,13 @@ CONFIG_FILE = "autoresearch.toml"
 PYPROJECT = "pyproject.toml"
 
 
+# USD per GPU-hour on Modal. Third-party copies of modal.com/pricing, 2026 (techbytes.app "Serverless
+# GPU Pricing Matrix", verified 2026-05-07; beam.cloud "Modal Pricing Explained", verified 2026-06-27):
+# H100 $0.001097/s = $3.9492/h, A100-80GB $2.4984/h, L40S $1.9512/h, L4 $0.7992/h, T4 $0.5904/h.
+# CPU and memory are billed on top. Check modal.com/pricing before quoting.
+MODAL_GPU_USD_PER_HOUR = {"H100": 3.95, "A100-80GB": 2.50, "L40S": 1.95, "L4": 0.80, "T4": 0.59}
+
+
 class ConfigError(ValueError):
     """The config could not be loaded; the message says where, what and what is allowed."""
 
@@ -36,7 +43,7 @@ class _Section(BaseModel):
 
 
 class LLMConfig(_Section):
-    """The proposer's model and what its tokens cost. The SDK takes no temperature for tool use here."""
+    """The proposer's model and what its tokens cost. There is no temperature: the proposer sends none."""
 
     model: str = "claude-sonnet-4-6"
     max_output_tokens: int = Field(8192, ge=256, le=128_000)
@@ -93,13 +100,15 @@ class BudgetConfig(_Section):
         # TOML has no null, so a cap is lifted with the word
         return None if isinstance(v, str) and v.strip().lower() in ("unlimited", "none") else v
 
-    # USD per GPU-hour on Modal, by the `modal.gpu` name. Third-party copies of modal.com/pricing,
-    # 2026 (techbytes.app "Serverless GPU Pricing Matrix", verified 2026-05-07; beam.cloud "Modal
-    # Pricing Explained", verified 2026-06-27): H100 $0.001097/s = $3.9492/h, A100-80GB $2.4984/h,
-    # L40S $1.9512/h, L4 $0.7992/h, T4 $0.5904/h. CPU and memory are billed on top. Check before quoting.
-    gpu_usd_per_hour: dict[str, float] = Field(
-        default_factory=lambda: {"H100": 3.95, "A100-80GB": 2.50, "L40S": 1.95, "L4": 0.80, "T4": 0.59}
-    )
+    # USD per GPU-hour on Modal, by the `modal.gpu` name. A table in the config adds to (or changes)
+    # these prices; it does not replace the list.
+    gpu_usd_per_hour: dict[str, float] = Field(default_factory=lambda: dict(MODAL_GPU_USD_PER_HOUR))
+
+    @field_validator("gpu_usd_per_hour", mode="before")
+    @classmethod
+    def _add_to_known_prices(cls, v: Any) -> Any:
+        return {**MODAL_GPU_USD_PER_HOUR, **v} if isinstance(v, dict) else v
+
     # What an hour of a local or self-hosted runner costs you (0: hardware you already pay for).
     local_usd_per_hour: float = Field(0.0, ge=0)
 

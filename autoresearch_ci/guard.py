@@ -60,6 +60,9 @@ SAFE_ENV = (
     "AUTORESEARCH_CACHE",
 )
 OUTPUT_TAIL_CHARS = 4000
+DRAIN_SECONDS = 10.0  # after the kill, how long to wait for the output pipe to close
+# Calls whose positional arguments are a seed although their name does not say so.
+SEEDED_CONSTRUCTORS = {"default_rng", "Random", "RandomState", "PRNGKey", "PCG64", "Philox"}
 
 
 @dataclass
@@ -104,7 +107,8 @@ class _ZeroNumbers(ast.NodeTransformer):
 
 class _SeedNormaliser(ast.NodeTransformer):
     """Replace every number that only picks a seed with 0: values assigned to *seed* names,
-    seed=... keyword arguments, and the arguments of calls named *seed* (manual_seed, random.seed)."""
+    seed=... keyword arguments, and the arguments of calls named *seed* (manual_seed, random.seed)
+    or of RNG constructors (np.random.default_rng(42), random.Random(42))."""
 
     def _zero(self, node: ast.AST | None) -> ast.AST | None:
         return None if node is None else _ZeroNumbers().visit(node)
@@ -135,7 +139,8 @@ class _SeedNormaliser(ast.NodeTransformer):
 
     def visit_Call(self, node: ast.Call) -> ast.AST:
         self.generic_visit(node)
-        if "seed" in _call_name(node).lower():
+        name = _call_name(node)
+        if "seed" in name.lower() or name in SEEDED_CONSTRUCTORS:
             node.args = [self._zero(a) for a in node.args]
         return node
 
@@ -189,9 +194,10 @@ def check(
 ) -> GuardResult:
     """Judge a candidate's change before it runs.
 
-    changed_paths: what the forge says differs between base and candidate. old_files / new_files:
-    path -> text at the base and at the candidate, at least for the editable files; a path missing
-    from one side did not exist there (the editable file was added or deleted)."""
+    changed_paths: what the forge says differs between base and candidate (any path outside the
+    editable files is rejected by name, whether it was added, changed or deleted). old_files /
+    new_files: path -> text at the base and at the candidate, at least for the editable files; an
+    editable file missing from one side did not exist there (it was added or deleted)."""
     editable = [_norm(p) for p in cfg.editable_files]
     old = {_norm(k): v for k, v in old_files.items()}
     new = {_norm(k): v for k, v in new_files.items()}
@@ -199,7 +205,10 @@ def check(
 
     changed = sorted({_norm(p) for p in changed_paths})
     for p in changed:
-        how = "added" if p in new and p not in old else "deleted" if p in old and p not in new else "changed"
+        # Callers pass the texts of the editable files, so only for those does absence mean "did not exist".
+        how = "deleted" if p in old and p not in new else "changed"
+        if p in editable and p in new and p not in old:
+            how = "added"
         lock = _protected_by(p, cfg.protected_paths)
         if lock:
             reasons.append(f"{LOCK_NAMES.get(lock, f'{lock} is protected')}: {p} {how}")
@@ -279,6 +288,11 @@ def run_guard_command(command: str, workdir: Path | str, timeout: float) -> tupl
     except subprocess.TimeoutExpired:
         with contextlib.suppress(ProcessLookupError):  # it may have finished just now
             os.killpg(proc.pid, signal.SIGKILL)
-        out, _ = proc.communicate()
+        try:
+            out, _ = proc.communicate(timeout=DRAIN_SECONDS)
+        except subprocess.TimeoutExpired:  # something left the group (setsid) and still holds the pipe
+            proc.stdout.close()
+            proc.wait()
+            out = b"[output lost: a process the command started outlived it and kept its output open]"
         tail = out.decode("utf-8", errors="replace")[-OUTPUT_TAIL_CHARS:]
         return False, f"{tail}\n[guard command timed out after {timeout:g} s and was killed]".lstrip()

@@ -155,10 +155,16 @@ def _judge_cfg(cfg: Config | JudgeConfig) -> JudgeConfig:
     return getattr(cfg, "judge", cfg)
 
 
-def _last_line(text: str | None) -> str:
-    """The line of an error that says what happened (a traceback's last)."""
-    lines = (text or "").strip().splitlines()
-    return lines[-1][:200] if lines else "no error message"
+def _error_line(text: str | None) -> str:
+    """The line of an error that says what happened: the harness puts it first, a traceback last."""
+    lines = [x.strip() for x in (text or "").strip().splitlines() if x.strip()]
+    if not lines:
+        return "no error message"
+    return (lines[-1] if lines[0].startswith("Traceback") else lines[0])[:300]
+
+
+def _runs(n: int) -> str:
+    return f"{n} run{'' if n == 1 else 's'}"
 
 
 def decide(
@@ -187,10 +193,10 @@ def decide(
                 f"seed {seed}: {o.infra_error or (m.error if m else None) or 'no metrics came back'}"
             )
         elif m.status == "invalid":
-            invalid.append(f"seed {seed}: {_last_line(m.error)}")
+            invalid.append(f"seed {seed}: {_error_line(m.error)}")
         elif m.status in CRASH_STATUSES or m.val_bpb is None or not math.isfinite(m.val_bpb):
             what = m.status if m.status in CRASH_STATUSES else "no finite val_bpb"
-            crashed.append(f"{what} (seed {seed}): {_last_line(m.error)}")
+            crashed.append(f"{what} (seed {seed}): {_error_line(m.error)}")
         elif o.request.preset != baseline.preset:
             return Verdict(
                 decision="infra-error",
@@ -247,9 +253,8 @@ def decide(
         f"the threshold {thr:.6f} is max(min effect {jc.min_effect:.6f}, {kk} x noise {sigma:.6f}{floor} "
         f"x sqrt(1/{m} + 1/{n}) = {noise_term:.6f})"
     )
-    runs = f"{m} run{'s' if m > 1 else ''}"
     said = (
-        f"val_bpb {cand:.6f} ({runs}) vs baseline {baseline.mean:.6f} ({n} runs): "
+        f"val_bpb {cand:.6f} ({_runs(m)}) vs baseline {baseline.mean:.6f} ({_runs(n)}): "
         f"{'better' if delta < 0 else 'worse'} by {abs(delta):.6f}"
     )
     if delta < -thr:
@@ -276,14 +281,20 @@ def decide(
 
 
 def baseline_staleness(
-    ledger: Ledger, commit: str, cfg: Config, *, runner: str | None = None, now: datetime | None = None
+    ledger: Ledger,
+    commit: str,
+    cfg: Config,
+    *,
+    runner: str | None = None,
+    now: datetime | None = None,
+    train_sha256: str | None = None,
 ) -> str | None:
     """Why the baseline of `commit` must be measured again (None: it is fresh).
 
     A baseline drifts with the machines under it (drivers, runtime-fetched kernels, Modal hosts), so it
     is re-measured when it is older than baseline_max_age_hours or has served baseline_max_experiments."""
     runner = runner or cfg.runner
-    recs = ledger.baselines_for(commit, cfg.preset, runner)
+    recs = ledger.baselines_for(commit, cfg.preset, runner, train_sha256=train_sha256)
     if not recs:
         return f"no baseline of {commit[:10]} on {cfg.preset}/{runner}"
     newest = max((r.finished_at or r.created_at) for r in recs)
@@ -305,9 +316,17 @@ def baseline_staleness(
 
 
 def baseline_is_stale(
-    ledger: Ledger, commit: str, cfg: Config, *, runner: str | None = None, now: datetime | None = None
+    ledger: Ledger,
+    commit: str,
+    cfg: Config,
+    *,
+    runner: str | None = None,
+    now: datetime | None = None,
+    train_sha256: str | None = None,
 ) -> bool:
-    return baseline_staleness(ledger, commit, cfg, runner=runner, now=now) is not None
+    return (
+        baseline_staleness(ledger, commit, cfg, runner=runner, now=now, train_sha256=train_sha256) is not None
+    )
 
 
 # ----------------------------------------------------------------------------------------------

@@ -76,8 +76,9 @@ class LedgerCorruptError(RuntimeError):
         path = problems[0].path
         super().__init__(
             f"the ledger has {len(problems)} bad line(s):\n  {head}{more}\n"
-            f"Nothing was changed. Inspect them, then Ledger('{path}').repair() moves them to "
-            f"{path.name}.corrupt (with when and why) and keeps every good record."
+            f"Nothing was changed. Inspect them (`autoresearch-ci ledger check`), then "
+            f"`autoresearch-ci ledger repair` moves them to {path.name}.corrupt, with when and why, "
+            "and keeps every good record."
         )
 
 
@@ -122,24 +123,37 @@ class Ledger:
 
     # -- writing -----------------------------------------------------------------------------
 
+    def _open_locked(self) -> int:
+        """An fd on the ledger holding its exclusive lock. A repair() replaces the file by rename, so
+        after waiting for the lock, make sure the fd still names the file at `path`."""
+        while True:
+            fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)  # RDWR: to peek at the tail
+            fcntl.flock(fd, fcntl.LOCK_EX)  # closing the fd releases it
+            try:
+                same = os.stat(self.path).st_ino == os.fstat(fd).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:
+                return fd
+            os.close(fd)
+
     def append(self, record: ExperimentRecord) -> None:
         """Durably append one record. Returns only after the line is on disk."""
         line = record.model_dump_json().encode("utf-8") + b"\n"
         assert b"\n" not in line[:-1]  # JSON escapes newlines; one record is one line
         self.path.parent.mkdir(parents=True, exist_ok=True)
         created = not self.path.exists()
-        fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)  # RDWR: to peek at the tail
+        fd = self._open_locked()
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX)  # one writer at a time, so the torn-tail check below holds
             size = os.fstat(fd).st_size
             if size and os.pread(fd, 1, size - 1) != b"\n":
                 line = b"\n" + line  # an earlier append was torn: start clean, leave the debris for repair()
-            written = os.write(fd, line)
+            written = os.write(fd, line)  # one write: a kill leaves the whole line or a torn tail
             while written < len(line):  # a short write to a regular file means a full disk or a signal
                 written += os.write(fd, line[written:])
             os.fsync(fd)
         finally:
-            os.close(fd)  # closing releases the lock
+            os.close(fd)
         if created:
             _fsync_dir(self.path.parent)
         self._cache = None
@@ -200,14 +214,29 @@ class Ledger:
         return [r for r in self.records() if r.kind == "experiment"]
 
     def baselines_for(
-        self, commit: str, preset: str, runner: str, device: str | None = None
+        self,
+        commit: str,
+        preset: str,
+        runner: str,
+        device: str | None = None,
+        *,
+        train_sha256: str | None = None,
     ) -> list[ExperimentRecord]:
-        """Baseline measurements of `commit` on this preset and runner (and device, when given)."""
+        """Baseline measurements of `commit` on this preset and runner (and device, when given).
+
+        With train_sha256, a baseline of another commit whose runs measured the same train.py bytes
+        counts too: a bookkeeping commit (ledger, resources.md) does not change what is measured."""
+
+        def same_code(r: ExperimentRecord) -> bool:
+            return train_sha256 is not None and any(
+                o.metrics is not None and o.metrics.train_sha256 == train_sha256 for o in r.runs
+            )
+
         return [
             r
             for r in self.records()
             if r.kind == "baseline"
-            and commit in (r.parent_commit, r.candidate_commit)
+            and (commit in (r.parent_commit, r.candidate_commit) or same_code(r))
             and r.preset == preset
             and r.runner == runner
             and (device is None or r.device is None or r.device == device)
@@ -255,49 +284,67 @@ class Ledger:
         add a missing final newline, and rewrite the ledger with the good lines in order.
 
         Crash-safe: the .corrupt file is written and synced before the ledger is replaced (atomically,
-        by rename), so at every instant each line exists in at least one of the two files."""
+        by rename), so at every instant each line exists in at least one of the two files. Appends
+        wait for it (they share the lock)."""
         if not self.path.exists():
             return []
-        _, problems = self._load()
-        if not problems:
-            return []
-        bad = {p.line for p in problems if not p.parsed_ok}
-        moved_at = utcnow().isoformat()
-        if bad:
-            corrupt = self.path.with_name(self.path.name + ".corrupt")
-            payload = "".join(
-                json.dumps(
-                    {
-                        "moved_at": moved_at,
-                        "source": str(self.path),
-                        "line": p.line,
-                        "problem": p.error,
-                        "text": p.text,
-                    }
+        fd = self._open_locked()
+        try:
+            self._cache = None
+            _, problems = self._load()
+            if not problems:
+                return []
+            bad = {p.line for p in problems if not p.parsed_ok}
+            moved_at = utcnow().isoformat()
+            if bad:
+                payload = "".join(
+                    json.dumps(
+                        {
+                            "moved_at": moved_at,
+                            "source": str(self.path),
+                            "line": p.line,
+                            "problem": p.error,
+                            "text": p.text,
+                        }
+                    )
+                    + "\n"
+                    for p in problems
+                    if not p.parsed_ok
+                ).encode("utf-8")
+                cfd = os.open(
+                    self.path.with_name(self.path.name + ".corrupt"),
+                    os.O_WRONLY | os.O_APPEND | os.O_CREAT,
+                    0o644,
                 )
-                + "\n"
-                for p in problems
-                if not p.parsed_ok
-            ).encode("utf-8")
-            fd = os.open(corrupt, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-            try:
-                os.write(fd, payload)
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-        lines = self.path.read_bytes().split(b"\n")
-        if lines[-1] == b"":
-            lines.pop()
-        keep = b"".join(raw + b"\n" for i, raw in enumerate(lines, start=1) if i not in bad and raw.strip())
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        with open(tmp, "wb") as f:
-            f.write(keep)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, self.path)
-        _fsync_dir(self.path.parent)
+                try:
+                    os.write(cfd, payload)
+                    os.fsync(cfd)
+                finally:
+                    os.close(cfd)
+            lines = self.path.read_bytes().split(b"\n")
+            if lines[-1] == b"":
+                lines.pop()
+            keep = b"".join(
+                raw + b"\n" for i, raw in enumerate(lines, start=1) if i not in bad and raw.strip()
+            )
+            tmp = self.path.with_name(self.path.name + ".tmp")
+            with open(tmp, "wb") as f:
+                f.write(keep)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, self.path)
+            _fsync_dir(self.path.parent)
+        finally:
+            os.close(fd)
         self._cache = None
         return problems
+
+    def recover(self) -> list[LedgerProblem]:
+        """Repair only the damage an interrupted append leaves: a last line without its newline.
+        The loop may call this at start-up; anything else still needs a person (strict reads raise)."""
+        _, problems = self._load()
+        torn_tail_only = len(problems) == 1 and not self.path.read_bytes().endswith(b"\n")
+        return self.repair() if torn_tail_only else []
 
     # -- export ------------------------------------------------------------------------------
 

@@ -10,7 +10,14 @@ import time
 from pathlib import Path
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    SpinnerColumn,
+    TextColumn,
+    TimeElapsedColumn,
+)
 
 from autoresearch_ci import budget as budget_mod
 from autoresearch_ci import tick
@@ -30,7 +37,9 @@ def describe(rec: ExperimentRecord) -> str:
     bpb = f"{sum(vals) / len(vals):.4f}" if vals else "-"
     delta = f"{v.delta:+.4f}" if v and v.delta is not None else "-"
     thr = f"±{v.threshold:.4f}" if v and v.threshold is not None else ""
-    return f"{rec.id}  {v.decision if v else '?':<15} val_bpb {bpb}  delta {delta} {thr}  {rec.hypothesis[:70]}"
+    return (
+        f"{rec.id}  {v.decision if v else '?':<15} val_bpb {bpb}  delta {delta} {thr}  {rec.hypothesis[:70]}"
+    )
 
 
 def run_loop(
@@ -49,8 +58,13 @@ def run_loop(
     ledger = ledger_for(cfg, repo)
     written: list[ExperimentRecord] = []
     started = time.monotonic()
-    columns = (SpinnerColumn(), TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-               TimeElapsedColumn())
+    columns = (
+        SpinnerColumn(),
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+    )
     with Progress(*columns, console=console, transient=False) as progress:
         task = progress.add_task("starting", total=iterations)
 
@@ -61,17 +75,22 @@ def run_loop(
             if max_minutes is not None and (time.monotonic() - started) / 60 >= max_minutes:
                 console.print(f"[yellow]stopping: the {max_minutes} min time limit is spent")
                 break
-            decision = budget_mod.check(cfg, ledger, planned_runs=cfg.candidates_per_tick, planned_llm_tokens=0)
+            decision = budget_mod.check(
+                cfg, ledger, planned_runs=cfg.candidates_per_tick, planned_llm_tokens=0
+            )
             if not decision.ok:
                 console.print(f"[yellow]stopping: {decision.reason}")
                 break
             say(f"iteration {i + 1}/{iterations}: proposing")
-            state = tick.propose(cfg, forge, proposer, ledger, runner.name, seed=seed + i, progress=say,
-                                 forge_repo=repo)
+            state = tick.propose(
+                cfg, forge, proposer, ledger, runner.name, seed=seed + i, progress=say, forge_repo=repo
+            )
             say(f"iteration {i + 1}/{iterations}: training")
             results = tick.train(cfg, state, runner, ledger, progress=say)
             say(f"iteration {i + 1}/{iterations}: judging")
-            records = tick.judge(cfg, state, results, forge, ledger, repo, summarizer=summarizer, progress=say)
+            records = tick.judge(
+                cfg, state, results, forge, ledger, repo, summarizer=summarizer, progress=say
+            )
             for rec in records:
                 if rec.kind == "experiment":
                     console.print(describe(rec))

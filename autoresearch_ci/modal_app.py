@@ -52,9 +52,18 @@ import tempfile
 import time
 from pathlib import Path
 
-import modal
+if not __package__:
+    # `modal deploy autoresearch_ci/modal_app.py` imports this file as a top-level module, with
+    # autoresearch_ci/ (not the repository) on sys.path: neither `harness` nor this package would
+    # reach the container. The module form mounts both.
+    raise ImportError(
+        "deploy the Modal app as a module, from the repository root: "
+        "modal deploy -m autoresearch_ci.modal_app"
+    )
 
-from harness.presets import get_preset
+import modal  # noqa: E402
+
+from harness.presets import get_preset  # noqa: E402
 
 APP_NAME = os.environ.get("AUTORESEARCH_MODAL_APP", "autoresearch-ci")
 GPU = os.environ.get("AUTORESEARCH_MODAL_GPU", "H100")

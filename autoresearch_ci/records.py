@@ -99,7 +99,12 @@ class LLMUsage(BaseModel):
     cost_usd: float = 0.0
 
     def total_tokens(self) -> int:
-        return self.input_tokens + self.output_tokens + self.cache_read_input_tokens + self.cache_creation_input_tokens
+        return (
+            self.input_tokens
+            + self.output_tokens
+            + self.cache_read_input_tokens
+            + self.cache_creation_input_tokens
+        )
 
 
 class Proposal(BaseModel):
@@ -181,6 +186,7 @@ class ExperimentRecord(BaseModel):
     baseline: BaselineStats | None = None
     verdict: Verdict | None = None
     merged_commit: str | None = None
+    forge_error: str | None = None  # a merge/close that failed after the verdict (the verdict still stands)
     llm: LLMUsage = Field(default_factory=LLMUsage)
     gpu_seconds: float = 0.0
     cost_usd: float = 0.0

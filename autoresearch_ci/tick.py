@@ -27,7 +27,7 @@ from autoresearch_ci import guard as guard_mod
 from autoresearch_ci import judge as judge_mod
 from autoresearch_ci import learnings
 from autoresearch_ci.config import Config
-from autoresearch_ci.forge.base import Forge
+from autoresearch_ci.forge.base import Forge, ForgeError
 from autoresearch_ci.ledger import Ledger
 from autoresearch_ci.proposers.base import ProposalContext, Proposer
 from autoresearch_ci.records import (
@@ -74,6 +74,7 @@ class TickState(BaseModel):
     forge: str
     base_files: dict[str, str]
     baseline_seeds_needed: list[int] = Field(default_factory=list)
+    baseline_fresh: bool = False  # the earlier baseline was stale: judge against this tick's runs only
     candidates: list[PlannedCandidate] = Field(default_factory=list)
     actions_run_url: str | None = None
 
@@ -95,73 +96,101 @@ class TickResults(BaseModel):
 
 def actions_run_url() -> str | None:
     """The Actions run that is executing this step, when there is one (for provenance links)."""
-    server, repo, run = (os.environ.get(k) for k in ("GITHUB_SERVER_URL", "GITHUB_REPOSITORY", "GITHUB_RUN_ID"))
+    server, repo, run = (
+        os.environ.get(k) for k in ("GITHUB_SERVER_URL", "GITHUB_REPOSITORY", "GITHUB_RUN_ID")
+    )
     return f"{server}/{repo}/actions/runs/{run}" if server and repo and run else None
 
 
 # ----------------------------------------------------------------------------------------------
 # baseline bookkeeping
+#
+# A baseline is identified by what it measures, the bytes of train.py (plus preset and runner), not by
+# the commit: the ledger's own bookkeeping commits move main without changing what is measured.
+# When a baseline goes stale (too old, or it has served too many experiments) it is measured afresh
+# and only the fresh runs count, so drift in the machines under it is dropped, not averaged in.
 
 
-def baseline_values(ledger: Ledger, commit: str, preset: str, runner: str) -> tuple[list[float], list[int], list[str]]:
-    values, seeds, ids = [], [], []
-    for rec in ledger.baselines_for(commit, preset, runner):
-        for o in rec.runs:
-            m = o.metrics
-            if m is not None and m.status == "ok" and m.val_bpb is not None:
-                values.append(m.val_bpb)
-                seeds.append(o.request.seed)
-        ids.append(rec.id)
-    return values, seeds, ids
+def code_sha(files: dict[str, str]) -> str:
+    return sha256_text(files["train.py"])
 
 
-def baseline_stats(ledger: Ledger, commit: str, preset: str, runner: str, extra: list[RunOutcome] = ()) -> BaselineStats | None:
-    values, seeds, ids = baseline_values(ledger, commit, preset, runner)
-    for o in extra:
-        if o.metrics is not None and o.metrics.status == "ok" and o.metrics.val_bpb is not None:
-            values.append(o.metrics.val_bpb)
-            seeds.append(o.request.seed)
-    if not values:
+def _ok(outcomes) -> list[RunOutcome]:
+    return [
+        o
+        for o in outcomes
+        if o.metrics is not None and o.metrics.status == "ok" and o.metrics.val_bpb is not None
+    ]
+
+
+def _stats(
+    commit: str, preset: str, runner: str, runs: list[RunOutcome], ids: list[str]
+) -> BaselineStats | None:
+    runs = _ok(runs)
+    if not runs:
         return None
-    device = None
-    for o in extra:
-        device = device or (o.metrics.device if o.metrics else None)
+    values = [o.metrics.val_bpb for o in runs]
     return BaselineStats(
         commit=commit,
         preset=preset,
         runner=runner,
-        device=device,
+        device=runs[0].metrics.device,
         values=values,
-        seeds=seeds,
+        seeds=[o.request.seed for o in runs],
         mean=statistics.fmean(values),
         std=statistics.stdev(values) if len(values) > 1 else 0.0,
         record_ids=ids,
     )
 
 
-def noise_for(ledger: Ledger, preset: str, runner: str, current: BaselineStats | None) -> float:
+def baseline_stats(ledger: Ledger, state: TickState, new_runs: list[RunOutcome]) -> BaselineStats | None:
+    """The baseline a tick's candidates are judged against: this tick's fresh runs when the old
+    baseline was stale, otherwise every earlier measurement of the same train.py plus this tick's."""
+    if state.baseline_fresh:
+        return _stats(state.base_commit, state.preset, state.runner, list(new_runs), [state.tick_id])
+    recs = [
+        r
+        for r in ledger.baselines_for(
+            state.base_commit, state.preset, state.runner, train_sha256=code_sha(state.base_files)
+        )
+        if r.id != state.tick_id
+    ]
+    runs = [o for r in recs for o in r.runs] + list(new_runs)
+    return _stats(state.base_commit, state.preset, state.runner, runs, [r.id for r in recs] + [state.tick_id])
+
+
+def noise_for(
+    ledger: Ledger, preset: str, runner: str, current: BaselineStats | None
+) -> judge_mod.NoiseEstimate:
     """Pooled spread of every baseline measured on this preset and runner, this tick's included."""
-    groups: dict[str, list[float]] = {}
-    for rec in ledger.records():
-        if rec.kind == "baseline" and rec.preset == preset and rec.runner == runner:
-            groups.setdefault(rec.parent_commit, []).extend(rec.ok_values())
+    groups = ledger.baseline_groups(preset, runner)
     if current is not None:
-        groups[current.commit] = list(current.values)
-    return judge_mod.noise_estimate(list(groups.values()))
+        groups[current.commit + ":current"] = list(current.values)
+        groups.pop(current.commit, None)
+    return judge_mod.noise_estimate(groups)
 
 
-def seeds_needed(cfg: Config, ledger: Ledger, commit: str, runner: str) -> list[int]:
-    values, seeds, _ = baseline_values(ledger, commit, cfg.preset, runner)
-    if len(values) >= cfg.judge.baseline_seeds and not judge_mod.baseline_is_stale(ledger, commit, cfg):
-        return []
-    have = set(seeds)
-    want = cfg.judge.baseline_seeds if len(values) < cfg.judge.baseline_seeds else len(values) + 1
+def plan_baseline(
+    cfg: Config, ledger: Ledger, commit: str, files: dict[str, str], runner: str
+) -> tuple[list[int], bool]:
+    """(seeds to run, fresh): fresh means the earlier measurements are stale and are not used."""
+    sha = code_sha(files)
+    recs = ledger.baselines_for(commit, cfg.preset, runner, train_sha256=sha)
+    seeds_done = [o.request.seed for r in recs for o in _ok(r.runs)]
+    stale = (
+        judge_mod.baseline_staleness(ledger, commit, cfg, runner=runner, train_sha256=sha) if recs else None
+    )
+    if recs and stale is None and len(seeds_done) >= cfg.judge.baseline_seeds:
+        return [], False
+    fresh = bool(recs) and stale is not None
+    used = {o.request.seed for r in recs for o in r.runs}
     out, s = [], 0
-    while len(out) + len(have) < want:
-        if s not in have:
+    need = cfg.judge.baseline_seeds if fresh else cfg.judge.baseline_seeds - len(seeds_done)
+    while len(out) < need:
+        if s not in used:
             out.append(s)
         s += 1
-    return out or [max(have) + 1]
+    return out, fresh
 
 
 # ----------------------------------------------------------------------------------------------
@@ -178,13 +207,18 @@ def _run_guard_command(cfg: Config, forge_repo: Path | None, commit: str) -> tup
         wt = Path(tmp) / "wt"
         subprocess.run(
             ["git", "-C", str(forge_repo), "worktree", "add", "--detach", str(wt), commit],
-            check=True, capture_output=True, timeout=120,
+            check=True,
+            capture_output=True,
+            timeout=120,
         )
         try:
             return guard_mod.run_guard_command(cfg.guard_command, wt, cfg.guard_timeout_seconds)
         finally:
-            subprocess.run(["git", "-C", str(forge_repo), "worktree", "remove", "--force", str(wt)],
-                           capture_output=True, timeout=120)
+            subprocess.run(
+                ["git", "-C", str(forge_repo), "worktree", "remove", "--force", str(wt)],
+                capture_output=True,
+                timeout=120,
+            )
 
 
 def propose(
@@ -198,8 +232,10 @@ def propose(
     progress: Progress = _quiet,
     forge_repo: Path | None = None,
 ) -> TickState:
+    ledger.recover()
     base = forge.base_commit()
     base_files = {p: forge.read_file(base, p) for p in cfg.editable_files}
+    seeds, fresh = plan_baseline(cfg, ledger, base, base_files, runner_name)
     state = TickState(
         tick_id=new_experiment_id(),
         base_commit=base,
@@ -207,12 +243,15 @@ def propose(
         runner=runner_name,
         forge=forge.name,
         base_files=base_files,
-        baseline_seeds_needed=seeds_needed(cfg, ledger, base, runner_name),
+        baseline_seeds_needed=seeds,
+        baseline_fresh=fresh,
         actions_run_url=actions_run_url(),
     )
     program = forge.read_file(base, cfg.paths.program)
     resources = forge.read_file(base, cfg.paths.resources)
-    recent = ledger.recent(40)
+    # Every experiment, not a window: the offline proposer must never repeat an edit tried long ago,
+    # and the LLM proposer trims what it shows to the model itself.
+    recent = ledger.experiments()
     for k in range(candidates or cfg.candidates_per_tick):
         progress(f"proposing candidate {k + 1}")
         ctx = ProposalContext(
@@ -238,8 +277,11 @@ def propose(
             planned.patch = _text_patch(base_files, new_files)
             continue
         cand = forge.open_candidate(
-            planned.experiment_id, base, {p: new_files[p] for p in changed},
-            title=_title(proposal), body=_pr_body(planned, cfg),
+            planned.experiment_id,
+            base,
+            {p: new_files[p] for p in changed},
+            title=_title(proposal),
+            body=_pr_body(planned, cfg),
         )
         planned.candidate = cand
         planned.patch = forge.diff(base, cand.commit)
@@ -248,9 +290,14 @@ def propose(
         verdict = guard_mod.check(real_changed, base_files, new_files, cfg)
         ok, tail = _run_guard_command(cfg, forge_repo, cand.commit) if verdict.ok else (False, "")
         planned.guard_ok = verdict.ok and ok
-        planned.guard_reasons = list(verdict.reasons) + ([] if ok else [f"guard command failed: {tail[-500:]}"])
-        forge.set_status(cand, "pending" if planned.guard_ok else "failure",
-                         "queued for training" if planned.guard_ok else "rejected by the guard")
+        planned.guard_reasons = list(verdict.reasons) + (
+            [] if ok else [f"guard command failed: {tail[-500:]}"]
+        )
+        forge.set_status(
+            cand,
+            "pending" if planned.guard_ok else "failure",
+            "queued for training" if planned.guard_ok else "rejected by the guard",
+        )
     return state
 
 
@@ -263,8 +310,8 @@ def _pr_body(c: PlannedCandidate, cfg: Config) -> str:
     return (
         f"**Hypothesis.** {c.proposal.hypothesis}\n\n"
         f"Proposed by `{c.proposal.proposer}`, experiment `{c.experiment_id}`, preset `{cfg.preset}`.\n\n"
-        "The locked harness will train this candidate for the preset's fixed budget and the judge will merge it "
-        "only if it beats the baseline by more than the measured noise. Results follow in a comment."
+        "The locked harness will train this candidate for the preset's fixed budget and the judge will "
+        "merge it only if it beats the baseline by more than the measured noise. Results follow in a comment."
     )
 
 
@@ -283,13 +330,22 @@ def _text_patch(old: dict[str, str], new: dict[str, str]) -> str:
 # step 2: train
 
 
-def _request(state: TickState, exp_id: str, role: str, commit: str, files: dict[str, str], seed: int) -> RunRequest:
+def _request(
+    state: TickState, exp_id: str, role: str, commit: str, files: dict[str, str], seed: int
+) -> RunRequest:
     return RunRequest(
-        experiment_id=exp_id, role=role, commit=commit, train_py=files["train.py"], preset=state.preset, seed=seed
+        experiment_id=exp_id,
+        role=role,
+        commit=commit,
+        train_py=files["train.py"],
+        preset=state.preset,
+        seed=seed,
     )
 
 
-def train(cfg: Config, state: TickState, runner: Runner, ledger: Ledger, progress: Progress = _quiet) -> TickResults:
+def train(
+    cfg: Config, state: TickState, runner: Runner, ledger: Ledger, progress: Progress = _quiet
+) -> TickResults:
     results = TickResults(tick_id=state.tick_id)
     first: list[RunRequest] = [
         _request(state, state.tick_id, "baseline", state.base_commit, state.base_files, s)
@@ -304,7 +360,7 @@ def train(cfg: Config, state: TickState, runner: Runner, ledger: Ledger, progres
     results.outcomes.extend(runner.run_many(first))
 
     # Marginal wins get a confirmation run with a new seed before the judge may keep them.
-    base = baseline_stats(ledger, state.base_commit, state.preset, state.runner, results.for_experiment(state.tick_id))
+    base = baseline_stats(ledger, state, results.for_experiment(state.tick_id))
     if base is None:
         return results
     noise = noise_for(ledger, state.preset, state.runner, base)
@@ -314,7 +370,9 @@ def train(cfg: Config, state: TickState, runner: Runner, ledger: Ledger, progres
         if isinstance(outcome, judge_mod.NeedConfirmation):
             files = {**state.base_files, **c.proposal.files}
             confirm.append(
-                _request(state, c.experiment_id, "confirmation", c.candidate.commit, files, CONFIRMATION_SEED_BASE)
+                _request(
+                    state, c.experiment_id, "confirmation", c.candidate.commit, files, CONFIRMATION_SEED_BASE
+                )
             )
     if confirm:
         progress(f"confirming {len(confirm)} marginal win(s) with a new seed")
@@ -341,23 +399,33 @@ def judge(
     progress: Progress = _quiet,
     gpu_usd_per_second: float = 0.0,
 ) -> list[ExperimentRecord]:
+    ledger.recover()  # a torn last line from a killed writer goes to .corrupt (reported), not in our way
     done = {r.id for r in ledger.records()}
     written: list[ExperimentRecord] = []
 
     baseline_runs = results.for_experiment(state.tick_id, "baseline")
     if baseline_runs and state.tick_id not in done:
         rec = ExperimentRecord(
-            id=state.tick_id, kind="baseline", tick=state.tick_id, parent_commit=state.base_commit,
-            candidate_commit=state.base_commit, preset=state.preset, runner=state.runner,
+            id=state.tick_id,
+            kind="baseline",
+            tick=state.tick_id,
+            parent_commit=state.base_commit,
+            candidate_commit=state.base_commit,
+            preset=state.preset,
+            runner=state.runner,
             device=next((o.metrics.device for o in baseline_runs if o.metrics), None),
-            seeds=[o.request.seed for o in baseline_runs], runs=baseline_runs,
-            gpu_seconds=_sum(baseline_runs), cost_usd=_sum(baseline_runs) * gpu_usd_per_second,
+            seeds=[o.request.seed for o in baseline_runs],
+            runs=baseline_runs,
+            gpu_seconds=_sum(baseline_runs),
+            cost_usd=_sum(baseline_runs) * gpu_usd_per_second,
             harness_sha256=next((o.metrics.harness_sha256 for o in baseline_runs if o.metrics), None),
-            hypothesis="baseline measurement", finished_at=utcnow(), actions_run_url=state.actions_run_url,
+            hypothesis="baseline measurement",
+            finished_at=utcnow(),
+            actions_run_url=state.actions_run_url,
         )
         ledger.append(rec)
         written.append(rec)
-    base = baseline_stats(ledger, state.base_commit, state.preset, state.runner)
+    base = baseline_stats(ledger, state, baseline_runs)
     noise = noise_for(ledger, state.preset, state.runner, base)
 
     # Decide every candidate first, then merge at most one: two wins measured against the same base
@@ -366,13 +434,20 @@ def judge(
     for c in state.candidates:
         runs = results.for_experiment(c.experiment_id)
         if not c.proposal.ok:
-            v = Verdict(decision="proposal-failed", reason=c.guard_reasons[0] if c.guard_reasons else "proposal failed")
+            v = Verdict(
+                decision="proposal-failed",
+                reason=c.guard_reasons[0] if c.guard_reasons else "proposal failed",
+            )
         elif not c.guard_ok:
             v = Verdict(decision="invalid", reason="guard: " + "; ".join(c.guard_reasons))
         elif base is None:
-            v = Verdict(decision="infra-error", reason="no baseline measurement succeeded for the base commit")
+            v = Verdict(
+                decision="infra-error", reason="no baseline measurement succeeded for the base commit"
+            )
         elif not runs:
-            v = Verdict(decision="infra-error", reason="the candidate was not run (train step missing or interrupted)")
+            v = Verdict(
+                decision="infra-error", reason="the candidate was not run (train step missing or interrupted)"
+            )
         else:
             out = judge_mod.decide(runs, base, noise, cfg.judge)
             if isinstance(out, judge_mod.NeedConfirmation):
@@ -390,37 +465,38 @@ def judge(
     winner = min(keeps, key=lambda t: t[1].delta if t[1].delta is not None else 0.0)[0] if keeps else None
     for c, v, runs in decided:
         if v.decision == "keep" and c is not winner:
-            v = v.model_copy(update={
-                "decision": "discard",
-                "reason": f"beat the baseline ({v.reason}) but {winner.experiment_id} won this tick by more; "
-                "re-test on the new base",
-            })
+            v = v.model_copy(
+                update={
+                    "decision": "discard",
+                    "reason": f"beat the baseline ({v.reason}) but {winner.experiment_id} won this tick "
+                    "by more; re-test on the new base",
+                }
+            )
         if c.experiment_id in done:
             continue
         rec = _record(cfg, state, c, v, runs, base, gpu_usd_per_second)
         progress(f"{c.experiment_id}: {v.decision}")
         if c.candidate is not None:
-            _act(forge, c.candidate, rec, cfg)
+            try:
+                _act(forge, c.candidate, rec, cfg)
+            except ForgeError as exc:
+                # The verdict stands and is recorded; the forge action can be redone by hand or by
+                # the next run of this tick (every forge action is idempotent).
+                rec.forge_error = str(exc)
+                progress(f"{c.experiment_id}: forge action failed: {exc}")
         ledger.append(rec)
         written.append(rec)
-        if v.decision == "keep" and rec.merged_commit:
-            # The candidate's own runs measured exactly the new base's train.py with this harness:
-            # they are its first baseline values, so the next tick starts with a known baseline.
-            ok_runs = [o for o in runs if o.metrics is not None and o.metrics.status == "ok"]
-            if ok_runs:
-                brec = ExperimentRecord(
-                    id=f"{c.experiment_id}-base", kind="baseline", tick=state.tick_id,
-                    parent_commit=rec.merged_commit, candidate_commit=rec.merged_commit, preset=state.preset,
-                    runner=state.runner, device=rec.device, seeds=[o.request.seed for o in ok_runs], runs=ok_runs,
-                    hypothesis=f"baseline carried over from kept experiment {c.experiment_id}",
-                    harness_sha256=rec.harness_sha256, finished_at=utcnow(),
-                )
-                ledger.append(brec)
-                written.append(brec)
+        # A kept candidate's own runs are not carried over as the new base's baseline: they were
+        # selected for being low (winner's curse), so the next tick measures the new base afresh.
         learnings.append_entry(repo_root / cfg.paths.resources, rec)
 
     if any(r.kind == "experiment" for r in written):
-        learnings.condense(repo_root / cfg.paths.resources, ledger.experiments(), summarizer=summarizer)
+        learnings.condense(
+            repo_root / cfg.paths.resources,
+            ledger.experiments(),
+            summarizer=summarizer,
+            every=cfg.learnings.condense_every,
+        )
         (repo_root / cfg.paths.results_tsv).parent.mkdir(parents=True, exist_ok=True)
         (repo_root / cfg.paths.results_tsv).write_text(ledger.export_tsv(), encoding="utf-8")
     if written:
@@ -432,24 +508,42 @@ def judge(
 
 
 def _record(
-    cfg: Config, state: TickState, c: PlannedCandidate, v: Verdict, runs: list[RunOutcome],
-    base: BaselineStats | None, gpu_usd_per_second: float,
+    cfg: Config,
+    state: TickState,
+    c: PlannedCandidate,
+    v: Verdict,
+    runs: list[RunOutcome],
+    base: BaselineStats | None,
+    gpu_usd_per_second: float,
 ) -> ExperimentRecord:
     metrics = [o.metrics for o in runs if o.metrics is not None]
     gpu = _sum(runs)
     return ExperimentRecord(
-        id=c.experiment_id, kind="experiment", tick=state.tick_id, finished_at=utcnow(),
-        proposer=c.proposal.proposer, hypothesis=c.proposal.hypothesis, edit=c.proposal.edit,
+        id=c.experiment_id,
+        kind="experiment",
+        tick=state.tick_id,
+        finished_at=utcnow(),
+        proposer=c.proposal.proposer,
+        hypothesis=c.proposal.hypothesis,
+        edit=c.proposal.edit,
         parent_commit=state.base_commit,
         candidate_commit=c.candidate.commit if c.candidate else None,
         branch=c.candidate.branch if c.candidate else None,
         pr_number=c.candidate.pr_number if c.candidate else None,
         pr_url=c.candidate.pr_url if c.candidate else None,
         actions_run_url=state.actions_run_url,
-        patch=c.patch, patch_sha256=sha256_text(c.patch) if c.patch else None,
-        preset=state.preset, runner=state.runner, device=metrics[0].device if metrics else None,
-        seeds=[o.request.seed for o in runs], runs=runs, baseline=base, verdict=v,
-        llm=c.proposal.usage, gpu_seconds=gpu, cost_usd=gpu * gpu_usd_per_second + c.proposal.usage.cost_usd,
+        patch=c.patch,
+        patch_sha256=sha256_text(c.patch) if c.patch else None,
+        preset=state.preset,
+        runner=state.runner,
+        device=metrics[0].device if metrics else None,
+        seeds=[o.request.seed for o in runs],
+        runs=runs,
+        baseline=base,
+        verdict=v,
+        llm=c.proposal.usage,
+        gpu_seconds=gpu,
+        cost_usd=gpu * gpu_usd_per_second + c.proposal.usage.cost_usd,
         harness_sha256=metrics[0].harness_sha256 if metrics else None,
     )
 
@@ -463,7 +557,10 @@ def _act(forge: Forge, cand: Candidate, rec: ExperimentRecord, cfg: Config) -> N
     forge.comment(cand, render_pr_comment(rec))
     if v.decision == "keep":
         forge.set_status(cand, "success", f"keep: {v.reason}"[:140])
-        rec.merged_commit = forge.merge(cand, f"autoresearch: {rec.hypothesis.strip()[:72]} ({rec.id})")
+        # "" means GitHub auto-merge is armed but has not merged yet: nothing to carry over then.
+        rec.merged_commit = (
+            forge.merge(cand, f"autoresearch: {rec.hypothesis.strip()[:72]} ({rec.id})") or None
+        )
     elif v.decision == "infra-error":
         # Not the candidate's fault: leave the branch and PR open so the next tick can re-run it.
         forge.set_status(cand, "error", f"infrastructure: {v.reason}"[:140])

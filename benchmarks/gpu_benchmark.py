@@ -75,13 +75,15 @@ def print_run_table(m: dict) -> None:
     train_s, total_s = m.get("training_seconds"), m.get("total_seconds")
     eval_s = m.get("eval_seconds_supervisor", m.get("eval_seconds"))
     peak = m.get("mfu_peak_flops")
+    outside = total_s - train_s if total_s and train_s else None
+    peak_text = f"{peak / 1e12:.1f} TFLOP/s ({m.get('mfu_peak_source')})" if peak else "n/a"
     rows = [
         ("status", m.get("status")),
         ("device", m.get("gpu_name") or m.get("device")),
         ("torch", m.get("torch_version")),
         ("val_bpb", fmt(m.get("val_bpb"), ".4f")),
         ("MFU %", fmt(m.get("mfu_percent"), ".1f")),
-        ("  peak it divides by", f"{peak / 1e12:.1f} TFLOP/s ({m.get('mfu_peak_source')})" if peak else "n/a"),
+        ("  peak it divides by", peak_text),
         ("  FLOPs/token (harness count)", fmt(m.get("flops_per_token"), ".4g")),
         ("tokens/s", fmt(m.get("tokens_per_second"), ",.0f")),
         ("train tokens", fmt(m.get("train_tokens"), ",")),
@@ -89,7 +91,7 @@ def print_run_table(m: dict) -> None:
         ("params", fmt(m.get("num_params"), ",")),
         ("training seconds", fmt(train_s, ".1f")),
         ("total seconds", fmt(total_s, ".1f")),
-        ("outside the budget (total - training)", fmt(total_s - train_s if total_s and train_s else None, ".1f")),
+        ("outside the budget (total - training)", fmt(outside, ".1f")),
         ("  start-up (spawn to clock start)", fmt(startup, ".1f")),
         ("  evaluation", fmt(eval_s, ".1f")),
         ("peak memory MB", fmt(m.get("peak_memory_mb"), ",.0f")),
@@ -214,7 +216,7 @@ def sweep_case(name: str, overrides: dict, opts: dict) -> dict:
         res["peak_mem_mb"] = round(torch.cuda.max_memory_allocated() / 2**20)
         return res
 
-    budget = float(opts.get("budget", 12))
+    budget = float(opts.get("budget", 10))
     ctx = BenchContext(budget)
     t0 = time.monotonic()
     if sdpa_ctx is not None:
@@ -261,6 +263,75 @@ def sweep_case(name: str, overrides: dict, opts: dict) -> dict:
     return res
 
 
+def profile_case() -> None:
+    """Where the warm-up and a step go: each first call timed, compile-time breakdown, kernel tables."""
+    t0 = time.monotonic()
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    from harness.evaluate import _run_batch, flops_per_token
+
+    print(f"import torch: {time.monotonic() - t0:.2f} s", flush=True)
+    spec = importlib.util.spec_from_file_location("train", REPO / "train.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    dev = torch.device("cuda")
+    b = mod.GPU_DEVICE_BATCH
+
+    def timed(label, fn):
+        torch.cuda.synchronize()
+        t = time.monotonic()
+        out = fn()
+        torch.cuda.synchronize()
+        print(f"{label}: {time.monotonic() - t:.2f} s", flush=True)
+        return out
+
+    torch.backends.cuda.matmul.allow_tf32 = True
+    model = timed(
+        "build", lambda: mod.GPT(VOCAB, SEQ_LEN, mod.GPU_DEPTH, mod.GPU_MODEL_DIM, mod.GPU_HEAD_DIM).to(dev)
+    )
+    for block in model.blocks:
+        block.compile(dynamic=False)
+    model.head.compile(dynamic=False)
+    x = torch.randint(0, VOCAB, (b, SEQ_LEN), device=dev)
+    loss = timed("first forward (train graph)", lambda: model(x, x))
+    timed("first backward", lambda: loss.backward())
+    opts = mod.build_optimizers(model, mod.GPU_MODEL_DIM, dev)
+    timed("first optimizer step", lambda: [o.step() for o in opts])
+    with torch.no_grad():
+        timed("first no-grad forward", lambda: model(x))
+    model.eval()
+    tb = torch.randint(1, 8, (VOCAB,), device=dev)
+    timed("first eval batch (eval mode, harness scoring)", lambda: _run_batch(model, x, x, tb, VOCAB, "cuda"))
+    timed("flop count [1, T]", lambda: flops_per_token(model, SEQ_LEN, VOCAB, "cuda"))
+    timed("second eval batch", lambda: _run_batch(model, x, x, tb, VOCAB, "cuda"))
+    from torch._dynamo.utils import compile_times, counters
+
+    print(compile_times(repr="str"), flush=True)
+    print({k: dict(v) for k, v in counters.items() if v}, flush=True)
+
+    model.train()
+    for _ in range(2):
+        model(x, x).backward()
+    acts = [ProfilerActivity.CPU, ProfilerActivity.CUDA]
+    with profile(activities=acts) as prof:
+        for _ in range(4):
+            model(x, x).backward()
+        for o in opts:
+            o.step()
+        model.zero_grad(set_to_none=True)
+        torch.cuda.synchronize()
+    print("== training: 4 micro-batches + 1 optimizer step ==")
+    print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=25, max_name_column_width=70))
+    model.eval()
+    with profile(activities=acts) as prof:
+        for _ in range(4):
+            _run_batch(model, x, x, tb, VOCAB, "cuda")
+        torch.cuda.synchronize()
+    print("== evaluation: 4 batches ==")
+    print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=25, max_name_column_width=70))
+
+
 def sweep(out_dir: Path, names: list[str] | None) -> list[dict]:
     import torch
 
@@ -268,7 +339,7 @@ def sweep(out_dir: Path, names: list[str] | None) -> list[dict]:
     print(json.dumps(env_info), flush=True)
     results = []
     stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
-    for name, overrides, opts in SWEEP:
+    for name, _, _ in SWEEP:
         if names and name not in names:
             continue
         with tempfile.TemporaryDirectory() as cache:
@@ -286,14 +357,15 @@ def sweep(out_dir: Path, names: list[str] | None) -> list[dict]:
         r["process_s"] = round(time.monotonic() - t0, 1)
         results.append(r)
         print(json.dumps(r), flush=True)
-    out = out_dir / f"sweep-{stamp}.json"
-    out.write_text(json.dumps({"env": env_info, "date": stamp, "results": results}, indent=1))
+        out = out_dir / f"sweep-{stamp}.json"  # after every case, so a cut-short sweep keeps its results
+        out.write_text(json.dumps({"env": env_info, "date": stamp, "results": results}, indent=1))
     cols = ["name", "tokens_per_s", "mfu", "steps", "warmup_s", "flop_count_s", "eval_first_batch_s",
             "eval_21M_tokens_s", "compile_train_s", "compile_eval_s", "peak_mem_mb", "process_s"]  # fmt: skip
     print()
     print(" | ".join(cols))
     for r in results:
-        print(" | ".join(str(r.get(c, "-")) for c in cols) + (f" | ERROR {r['error'][-200:]}" if "error" in r else ""))
+        err = f" | ERROR {r['error'][-200:]}" if "error" in r else ""
+        print(" | ".join(str(r.get(c, "-")) for c in cols) + err)
     return results
 
 
@@ -312,7 +384,7 @@ def print_table(rows) -> None:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("mode", choices=["run", "sweep", "_case"], nargs="?", default="run")
+    p.add_argument("mode", choices=["run", "sweep", "profile", "_case"], nargs="?", default="run")
     p.add_argument("names", nargs="*", help="sweep: only these cases; _case: the case")
     p.add_argument("--out-dir", default=str(RESULTS))
     p.add_argument("--preset", default="gpu")
@@ -323,6 +395,9 @@ def main(argv=None) -> int:
     if a.mode == "_case":
         case = {n: (o, opt) for n, o, opt in SWEEP}[a.names[0]]
         print("RESULT " + json.dumps(sweep_case(a.names[0], *case)), flush=True)
+        return 0
+    if a.mode == "profile":
+        profile_case()
         return 0
     if a.mode == "sweep":
         sweep(out_dir, a.names)

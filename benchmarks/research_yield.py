@@ -36,8 +36,24 @@ def harness_bpb(train_py: str, preset: str, seed: int) -> float | None:
         f = Path(tmp) / "train.py"
         f.write_text(train_py)
         out = Path(tmp) / "m.json"
-        subprocess.run([sys.executable, "-m", "harness", "run", str(f), "--preset", preset, "--seed", str(seed),
-                        "--out", str(out)], cwd=REPO, capture_output=True, timeout=900)
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "harness",
+                "run",
+                str(f),
+                "--preset",
+                preset,
+                "--seed",
+                str(seed),
+                "--out",
+                str(out),
+            ],
+            cwd=REPO,
+            capture_output=True,
+            timeout=900,
+        )
         m = json.loads(out.read_text())
         return m["val_bpb"] if m.get("status") == "ok" else None
 
@@ -55,7 +71,9 @@ def main() -> None:
     if not (ws / ".git").exists():
         sh("autoresearch-ci", "init", str(ws), "--preset", args.preset)
     t0 = time.monotonic()
-    subprocess.run(["autoresearch-ci", "loop", "--repo", str(ws), "--iterations", str(args.iterations)], check=True)
+    subprocess.run(
+        ["autoresearch-ci", "loop", "--repo", str(ws), "--iterations", str(args.iterations)], check=True
+    )
     loop_seconds = time.monotonic() - t0
 
     from autoresearch_ci.ledger import Ledger
@@ -78,9 +96,15 @@ def main() -> None:
         p_ok, c_ok = [x for x in p if x is not None], [x for x in c if x is not None]
         holds = bool(p_ok and c_ok and statistics.fmean(c_ok) < statistics.fmean(p_ok))
         false_keeps += 0 if holds else 1
-        rows.append([r.id, r.hypothesis[:60], f"{r.verdict.delta:+.4f}",
-                     f"{statistics.fmean(c_ok) - statistics.fmean(p_ok):+.4f}" if p_ok and c_ok else "n/a",
-                     "yes" if holds else "NO"])
+        rows.append(
+            [
+                r.id,
+                r.hypothesis[:60],
+                f"{r.verdict.delta:+.4f}",
+                f"{statistics.fmean(c_ok) - statistics.fmean(p_ok):+.4f}" if p_ok and c_ok else "n/a",
+                "yes" if holds else "NO",
+            ]
+        )
 
     decisions: dict[str, int] = {}
     for r in exps:

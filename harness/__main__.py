@@ -48,8 +48,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.cmd == "run":
         from harness.supervisor import run
 
-        return run(args.train_file, args.preset, args.out, seed=args.seed, device=args.device, log_path=args.log,
-                   echo=not args.quiet)  # fmt: skip
+        return run(
+            args.train_file, args.preset, args.out,
+            seed=args.seed, device=args.device, log_path=args.log, echo=not args.quiet,
+        )  # fmt: skip
 
     from harness.data import CacheError, prepare
     from harness.presets import UnknownPresetError

@@ -3,15 +3,16 @@
 What train.py can use (Contract 3):
 
     ctx.preset, ctx.seed, ctx.device        the run's settings ("cuda" or "cpu")
-    ctx.seq_len, ctx.vocab_size, ctx.bos_id the data's shape; the model must give logits [B, T, V >= vocab_size]
+    ctx.seq_len, ctx.vocab_size, ctx.bos_id the data's shape; model(idx) must give logits [B, T, V >= vocab]
     ctx.budget_seconds                      the training budget
     ctx.start_clock()                       start the training clock now (optional, see below)
     ctx.time_left() -> float                seconds of budget left (the whole budget before the clock starts)
     ctx.elapsed() -> float                  training seconds used so far
     ctx.progress() -> float                 elapsed / budget, in [0, 1]: handy for LR schedules
+    ctx.should_stop() -> bool               the budget is spent
     ctx.train_batches(batch_size, seq_len=None)
                                             iterator of (x, y) int64 [B, T] training batches on ctx.device;
-                                            it starts the clock on first use and stops when the budget is spent
+                                            the first one starts the clock; the iterator ends with the budget
     ctx.warmup_batch(batch_size, seq_len=None)
                                             one (x, y) of random tokens, for compile warm-up before the clock
     ctx.log(step, loss, **extra)            report the training loss; raises TrainingDiverged on a blow-up
@@ -112,6 +113,10 @@ class Context:
     def time_left(self) -> float:
         return max(0.0, self.budget_seconds - self.elapsed())
 
+    def should_stop(self) -> bool:
+        """True once the budget is spent: for loops that do not iterate over train_batches()."""
+        return self.time_left() <= 0
+
     def progress(self) -> float:
         return min(1.0, self.elapsed() / self.budget_seconds) if self.budget_seconds > 0 else 1.0
 
@@ -168,7 +173,8 @@ class Context:
             if value > ceiling:
                 raise TrainingDiverged(
                     f"training loss {value:.4f} at step {step} is above {ceiling:.4f} "
-                    f"(min of {DIVERGE_FACTOR:g}x the first logged loss {self.first_loss:.4f} and 2 ln(vocab))"
+                    f"(the lower of {DIVERGE_FACTOR:g}x the first logged loss {self.first_loss:.4f} "
+                    "and 2 ln(vocab_size))"
                 )
         now = self._now()
         if now - self._last_event >= EVENT_EVERY_S:
@@ -178,7 +184,9 @@ class Context:
             self._last_print = now
             el = self.elapsed()
             tps = self.tokens_seen / el if el > 0 else 0.0
-            more = "".join(f" | {k} {v:.4g}" if isinstance(v, float) else f" | {k} {v}" for k, v in extra.items())
+            more = "".join(
+                f" | {k} {v:.4g}" if isinstance(v, float) else f" | {k} {v}" for k, v in extra.items()
+            )
             print(
                 f"step {step:5d} | loss {value:.4f} | {el:6.1f}/{self.budget_seconds:.0f} s | "
                 f"{tps / 1e3:8.1f}k tok/s{more}",

@@ -228,6 +228,10 @@ class PreparedData:
     def stats(self) -> dict:
         return self.manifest["stats"]
 
+    @property
+    def root(self) -> Path:  # SPEC's name for the cache directory of this data
+        return self.dir
+
     def path(self, name: str) -> Path:
         return self.dir / name
 
@@ -278,8 +282,16 @@ class PreparedData:
 
         return torch.from_numpy(self.token_bytes().astype(np.int64)).to(device)
 
-    @cached_property
     def tokenizer(self):
+        """The harness Tokenizer (encode/decode/encode_batch, bos_id, .enc the tiktoken.Encoding)."""
+        return self._tokenizer
+
+    def encoding(self):
+        """The bare tiktoken.Encoding, BOS registered as the special token <|bos|>."""
+        return self._tokenizer.enc
+
+    @cached_property
+    def _tokenizer(self):
         from harness.tokenizer import Tokenizer
 
         return Tokenizer.load(self.tokenizer_path)

@@ -68,6 +68,7 @@ _arange = torch.arange
 _randint = torch.randint
 _zeros_like = torch.zeros_like
 _tensor = torch.tensor
+_as_tensor = torch.as_tensor
 _item = torch.Tensor.item
 _to = torch.Tensor.to
 _detach = torch.Tensor.detach
@@ -84,7 +85,16 @@ _float32, _float64, _int64, _uint8 = torch.float32, torch.float64, torch.int64, 
 _len_tf_stack = torch._C._len_torch_function_stack
 _len_td_stack = torch._C._len_torch_dispatch_stack
 _SystemRandom = random.SystemRandom
-_isinstance, _type, _float, _int, _len, _range, _max, _min = isinstance, type, float, int, len, range, max, min
+_isinstance, _type, _float, _int, _len, _range, _max, _min = (
+    isinstance,
+    type,
+    float,
+    int,
+    len,
+    range,
+    max,
+    min,
+)
 _LN2 = math.log(2)
 _monotonic = time.monotonic
 
@@ -118,9 +128,13 @@ def unwrap(model):
 
 def check_modes() -> None:
     if _len_tf_stack():
-        raise InvalidModel("a torch function mode was active during evaluation (results could be intercepted)")
+        raise InvalidModel(
+            "a torch function mode was active during evaluation (results could be intercepted)"
+        )
     if _len_td_stack():
-        raise InvalidModel("a torch dispatch mode was active during evaluation (results could be intercepted)")
+        raise InvalidModel(
+            "a torch dispatch mode was active during evaluation (results could be intercepted)"
+        )
 
 
 def fingerprint(model) -> str:
@@ -243,7 +257,12 @@ def probe_batch(model, x, y, logits0, token_bytes, vocab_size: int, device_type:
         # name the first offending (row, position) for the message
         return_pos = None
         l1 = _run_batch(model, x2, y2, token_bytes, vocab_size, device_type)[0]
-        d = _abs(_sub(_to(_narrow(l1, 2, 0, vocab_size), _float32), _to(_narrow(logits0, 2, 0, vocab_size), _float32)))
+        d = _abs(
+            _sub(
+                _to(_narrow(l1, 2, 0, vocab_size), _float32),
+                _to(_narrow(logits0, 2, 0, vocab_size), _float32),
+            )
+        )
         bad = _amax(d, -1)
         for r in _range(B):
             for t in _range(cuts[r] + 1):
@@ -266,10 +285,14 @@ def flops_per_token(model, seq_len: int, vocab_size: int, device) -> float:
     batch (backward is about twice the forward). Attention is counted over the full T x T square,
     as FlopCounterMode does, even for causal kernels."""
     x = _randint(0, vocab_size - 1, (1, seq_len), device=device)
+    counter = _FlopCounterMode(display=False)
     with _no_grad():
-        counter = _FlopCounterMode(display=False)
-        with counter:
-            model(x)
+        if torch.device(device).type == "cuda":  # as in evaluation: a bf16-only kernel must run here too
+            with _autocast("cuda", dtype=torch.bfloat16), counter:
+                model(x)
+        else:
+            with counter:
+                model(x)
     return 3.0 * _float(counter.get_total_flops()) / seq_len
 
 
@@ -287,11 +310,15 @@ def evaluate(model, *, data, preset, device: str, snapshot, reading_val, log=pri
     model = unwrap(model)
     if not _isinstance(model, _Module):
         raise InvalidModel(
-            f"train(ctx) must return a torch.nn.Module, got {_type(model).__module__}.{_type(model).__qualname__}"
+            "train(ctx) must return a torch.nn.Module, "
+            f"got {_type(model).__module__}.{_type(model).__qualname__}"
         )
     changed = snapshot.changes()
     if changed:
-        raise InvalidModel(f"{changed[0]} before evaluation" + (f" (and {_len(changed) - 1} more)" if _len(changed) > 1 else ""))
+        raise InvalidModel(
+            f"{changed[0]} before evaluation"
+            + (f" (and {_len(changed) - 1} more)" if _len(changed) > 1 else "")
+        )
     check_modes()
     from harness.integrity import active_modes
 
@@ -304,12 +331,15 @@ def evaluate(model, *, data, preset, device: str, snapshot, reading_val, log=pri
     with reading_val:
         data.verify(["val.bin", "token_bytes.npy"])
         val = data.val_tokens()
-        token_bytes = _to(_tensor(data.token_bytes(), dtype=_int64), device)
-        batches = _eval_batches(val, data.bos_id, preset.eval_batch_size, preset.seq_len, preset.eval_tokens, device=device)
+        token_bytes = _to(_as_tensor(data.token_bytes()), device=device, dtype=_int64)
+        batches = _eval_batches(val, data.bos_id, batch_size=preset.eval_batch_size, seq_len=preset.seq_len,
+                                max_tokens=preset.eval_tokens, device=device)  # fmt: skip
         first = next(batches, None)  # the loader reads the BOS offsets while the window is open
     vocab = preset.vocab_size
     s = data.stats
-    n_upper = count_eval_batches(s["val_tokens"], s["val_pieces"], preset.eval_batch_size, preset.seq_len, preset.eval_tokens)
+    n_upper = count_eval_batches(
+        s["val_tokens"], s["val_pieces"], preset.eval_batch_size, preset.seq_len, preset.eval_tokens
+    )
     rng = _SystemRandom()
     probe_at = set(rng.sample(_range(n_upper), _min(PROBE_BATCHES, n_upper)))
 
@@ -352,10 +382,15 @@ def evaluate(model, *, data, preset, device: str, snapshot, reading_val, log=pri
     check_modes()
 
     if fingerprint(model) != fp_before:
-        raise InvalidModel("the model's parameters or buffers changed during evaluation (no learning at test time)")
+        raise InvalidModel(
+            "the model's parameters or buffers changed during evaluation (no learning at test time)"
+        )
     changed = snapshot.changes()
     if changed:
-        raise InvalidModel(f"{changed[0]} during evaluation" + (f" (and {_len(changed) - 1} more)" if _len(changed) > 1 else ""))
+        raise InvalidModel(
+            f"{changed[0]} during evaluation"
+            + (f" (and {_len(changed) - 1} more)" if _len(changed) > 1 else "")
+        )
 
     out = {
         "val_nats": total_nats,

@@ -157,6 +157,9 @@ BANNED_NAMES = {
     "gi_frame": "frame introspection",
     "cr_frame": "frame introspection",
     "__closure__": "reading closures",
+    "getclosurevars": "reading closures",
+    "cell_contents": "reading closures",
+    "__self__": "reaching the objects behind bound methods",
     "__globals__": "reading function globals",
     "__code__": "replacing code objects",
     "__builtins__": "patching builtins",
@@ -176,11 +179,27 @@ BANNED_NAMES = {
     "start_new_session": "escaping the harness's process group",
     "killpg": "signalling the harness",
 }
-BANNED_CALLS = {"__import__": "dynamic imports", "exec": "running generated code", "eval": "running generated code",
-                "compile": "compiling generated code", "breakpoint": "a debugger"}  # fmt: skip
+BANNED_CALLS = {
+    "__import__": "dynamic imports",
+    "exec": "running generated code",
+    "eval": "running generated code",
+    "compile": "compiling generated code",
+    "breakpoint": "a debugger",
+}
 
 # Assigning attributes of these modules is monkeypatching (torch.backends.* etc. are allowed below).
-PATCH_GUARDED_MODULES = ("torch", "numpy", "math", "time", "builtins", "sys", "random", "os", "harness", "functools")
+PATCH_GUARDED_MODULES = (
+    "torch",
+    "numpy",
+    "math",
+    "time",
+    "builtins",
+    "sys",
+    "random",
+    "os",
+    "harness",
+    "functools",
+)
 PATCH_ALLOWED_PREFIXES = (
     "torch.backends.",
     "torch._dynamo.config.",
@@ -223,7 +242,9 @@ class _Scanner(ast.NodeVisitor):
             full = f"{mod}.{a.name}" if mod else a.name
             self._check_module(node, full)
             if mod == "harness" and a.name not in HARNESS_PUBLIC:
-                self.flag(node, f"imports harness.{a.name}", f"only {', '.join(sorted(HARNESS_PUBLIC))} is public")
+                self.flag(
+                    node, f"imports harness.{a.name}", f"only {', '.join(sorted(HARNESS_PUBLIC))} is public"
+                )
             self.aliases[a.asname or a.name] = full
         self.generic_visit(node)
 
@@ -375,8 +396,14 @@ class Snapshot:
             "torch.Tensor": dict(vars(torch.Tensor)),
             "torch._C.TensorBase": dict(vars(torch._C.TensorBase)),
             "torch.nn.Module": dict(vars(torch.nn.Module)),
-            "torch": {k: v for k, v in _module_items(torch).items() if callable(v) or isinstance(v, torch.dtype)},
-            "torch._C._VariableFunctions": {n: getattr(torch._C._VariableFunctions, n) for n in dir(torch._C._VariableFunctions) if not n.startswith("__")},
+            "torch": {
+                k: v for k, v in _module_items(torch).items() if callable(v) or isinstance(v, torch.dtype)
+            },
+            "torch._C._VariableFunctions": {
+                n: getattr(torch._C._VariableFunctions, n)
+                for n in dir(torch._C._VariableFunctions)
+                if not n.startswith("__")
+            },
             "numpy": {k: v for k, v in _module_items(np).items() if callable(v)},
             "math": _module_items(math),
             "builtins": dict(vars(builtins)),
@@ -534,7 +561,9 @@ class AuditGuard:
 
     def is_protected(self, path: str) -> bool:
         rp = os.path.realpath(path)
-        if rp in self.protected_files or any(rp.startswith(d) or rp + os.sep == d for d in self.protected_dirs):
+        if rp in self.protected_files or any(
+            rp.startswith(d) or rp + os.sep == d for d in self.protected_dirs
+        ):
             return True
         try:
             st = os.stat(rp)
@@ -592,13 +621,21 @@ class AuditGuard:
                     p = _as_path(args[i])
                     if p is not None and self.is_locked(p):
                         self.violation(f"{event} on {p} (the harness and the data cache are read-only)")
-                    if p is not None and event in ("os.link", "os.symlink", "shutil.copyfile", "shutil.copytree",
-                                                   "shutil.move") and self.is_protected(p):  # fmt: skip
+                    copies = event in (
+                        "os.link",
+                        "os.symlink",
+                        "shutil.copyfile",
+                        "shutil.copytree",
+                        "shutil.move",
+                    )
+                    if p is not None and copies and self.is_protected(p):
                         self.violation(f"{event} of {p} (validation data never enters training)")
         elif event in _SPAWN_EVENTS:
             hit = self.mentions_protected(args)
             if hit:
-                self.violation(f"{event} with an argument naming {hit} (validation data never enters training)")
+                self.violation(
+                    f"{event} with an argument naming {hit} (validation data never enters training)"
+                )
         elif event in _GC_EVENTS:
             self.violation(f"{event} (walking the garbage collector can reach the harness's objects)")
         elif event == "sys.addaudithook":

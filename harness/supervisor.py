@@ -20,10 +20,13 @@ status "infra_error"): the runner retries 3 and never charges the candidate for 
 
 from __future__ import annotations
 
+import contextlib
+import hmac
 import json
 import math
 import os
 import platform
+import secrets
 import select
 import signal
 import subprocess
@@ -40,9 +43,11 @@ EXIT_INFRA = 3
 
 # Contract 4: every metrics.json has at least these keys (None where a run did not get that far).
 METRIC_KEYS = (
-    "status", "val_bpb", "training_seconds", "total_seconds", "peak_memory_mb", "mfu_percent",
-    "num_steps", "num_params", "tokens_per_second", "harness_sha256", "train_sha256", "preset", "seed",
-    "device", "torch_version", "error",
+    "status", "val_bpb", "training_seconds", "total_seconds", "startup_seconds", "eval_seconds",
+    "peak_memory_mb", "mfu_percent", "mfu_peak_flops", "mfu_peak_source", "num_steps", "num_params",
+    "tokens_per_second", "train_tokens", "eval_tokens", "harness_sha256", "train_sha256",
+    "data_fingerprint", "data_source", "preset", "seed", "device", "device_name", "torch_version",
+    "python_version", "error", "log_tail",
 )  # fmt: skip
 STATUSES = ("ok", "crash", "timeout", "nan", "invalid", "infra_error")
 
@@ -142,17 +147,18 @@ def _tail_lines(path: Path, n: int = LOG_TAIL_LINES) -> str:
 
 
 def _killpg(pid: int) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
 
 
 class _Run:
     """One supervised worker: the event loop and what it learned."""
 
-    def __init__(self, proc: subprocess.Popen, rfd: int, dl: Deadlines, log_path: Path, echo: bool):
+    def __init__(
+        self, proc: subprocess.Popen, rfd: int, dl: Deadlines, log_path: Path, echo: bool, nonce: str
+    ):
         self.proc, self.rfd, self.dl, self.log_path, self.echo = proc, rfd, dl, log_path, echo
+        self.nonce = nonce
         self.buf = b""
         self.eof = False
         self.events: dict[str, float] = {}
@@ -175,6 +181,9 @@ class _Run:
             name = ev["event"]
         except (ValueError, KeyError, TypeError):
             self.tamper.append("a malformed line on the harness's event pipe")
+            return
+        if not hmac.compare_digest(str(ev.pop("n", "")), self.nonce):
+            self.tamper.append(f"a forged {name!r} event on the harness's event pipe")
             return
         if name == "infra_error" and self.ready is None:
             self.infra = str(ev.get("error"))
@@ -232,9 +241,10 @@ class _Run:
             sys.stdout.buffer.write(data)
             sys.stdout.flush()
 
-    def _reap(self) -> bool:
+    def _reap(self, block: bool = False) -> bool:
+        """Collect the worker's exit status and resource usage (ru_maxrss) once it has exited."""
         try:
-            pid, status, rusage = os.wait4(self.proc.pid, os.WNOHANG)
+            pid, status, rusage = os.wait4(self.proc.pid, 0 if block else os.WNOHANG)
         except ChildProcessError:
             return True
         if pid == 0:
@@ -256,7 +266,7 @@ class _Run:
                 if which != "exit":
                     self.timeout = self.dl.describe(which)
                 _killpg(self.proc.pid)
-                self.proc.wait()
+                self._reap(block=True)
                 self._drain(time.monotonic())
                 break
             wait = max(0.0, min(POLL_S, deadline - now))
@@ -329,22 +339,24 @@ def run(
         print(f"harness: {msg}", file=sys.stderr)
         return finish(EXIT_INFRA, status="infra_error", error=f"infra: {msg}")
     metrics["data_fingerprint"] = data.fingerprint
+    metrics["data_source"] = data.source
     val_hashes = {n: data.manifest["files"][n]["sha256"] for n in ("val.bin", "token_bytes.npy")}
 
     # -- the worker ------------------------------------------------------------------------------
     rfd, wfd = os.pipe()
     os.set_blocking(rfd, False)
     spawn = time.monotonic()
+    nonce = secrets.token_hex(16)
     spec = {
         "train_file": str(train_path), "preset": preset.name, "seed": int(seed), "device": device,
-        "event_fd": wfd, "spawn_time": spawn, "data_dir": str(data.dir),
+        "event_fd": wfd, "spawn_time": spawn, "data_dir": str(data.dir), "nonce": nonce,
     }  # fmt: skip
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "wb") as logf:
         try:
             proc = subprocess.Popen(
-                [sys.executable, "-P", "-m", "harness.worker", json.dumps(spec)],
-                stdin=subprocess.DEVNULL, stdout=logf, stderr=subprocess.STDOUT, pass_fds=(wfd,),
+                [sys.executable, "-P", "-m", "harness.worker"],
+                stdin=subprocess.PIPE, stdout=logf, stderr=subprocess.STDOUT, pass_fds=(wfd,),
                 env=worker_env(), start_new_session=True, close_fds=True,
             )  # fmt: skip
         except OSError as e:
@@ -352,9 +364,14 @@ def run(
             os.close(wfd)
             return finish(EXIT_INFRA, status="infra_error", error=f"infra: could not start the worker: {e}")
     os.close(wfd)
+    try:
+        proc.stdin.write((json.dumps(spec) + "\n").encode())
+        proc.stdin.close()
+    except OSError:
+        pass  # the worker died at once: the loop below sees it exit without a `ready`
     dl = Deadlines(spawn, preset.startup_allowance_seconds, preset.budget_seconds, preset.grace_seconds,
                    preset.eval_timeout_seconds)  # fmt: skip
-    r = _Run(proc, rfd, dl, log_path, echo)
+    r = _Run(proc, rfd, dl, log_path, echo, nonce)
     try:
         r.loop()
     finally:
@@ -369,8 +386,10 @@ def run(
     metrics["log_tail"] = tail
     if r.ready:
         v = r.ready.get("versions") or {}
+        dev = r.ready.get("device")
         metrics.update(torch_version=v.get("torch"), numpy_version=v.get("numpy"), cuda_version=v.get("cuda"),
-                       device=r.ready.get("device"), gpu_name=r.ready.get("gpu_name"))  # fmt: skip
+                       device=dev, gpu_name=r.ready.get("gpu_name"))  # fmt: skip
+        metrics["device_name"] = r.ready.get("gpu_name") if str(dev).startswith("cuda") else _cpu_name()
     start = dl.clock_start(end)
     if dl.train_done is not None:
         metrics["training_seconds"] = round(dl.training_seconds(end), 3)
@@ -404,7 +423,7 @@ def run(
         status, error, code = "invalid", f"invalid: {', '.join(changed)} changed during the run", EXIT_RESULT
 
     for k in ("val_bpb", "val_loss", "num_params", "flops_per_token", "eval_tokens", "eval_bytes",
-              "eval_batches", "eval_seconds", "probe", "flops_note", "last_train_loss", "violations"):  # fmt: skip
+              "eval_batches", "probe", "flops_note", "last_train_loss", "violations"):  # fmt: skip
         if k in res:
             metrics[k] = res[k]
     if status != "ok":
@@ -426,12 +445,23 @@ def run(
     metrics["deadlines"] = {
         "startup_allowance_s": preset.startup_allowance_seconds, "budget_s": preset.budget_seconds,
         "grace_s": preset.grace_seconds, "eval_timeout_s": preset.eval_timeout_seconds,
-        "clock_started_after_s": None if dl.clock_start(end) is None else round(dl.clock_start(end) - spawn, 3),
     }  # fmt: skip
-    metrics["eval_seconds_supervisor"] = (
-        round(r.events["result"] - dl.train_done, 3) if "result" in r.events and dl.train_done else None
-    )
+    if "ready" in r.events and start is not None:
+        metrics["startup_seconds"] = round(start - spawn, 3)  # what the start-up allowance bounds
+    if "result" in r.events and dl.train_done is not None:
+        metrics["eval_seconds"] = round(r.events["result"] - dl.train_done, 3)
     return finish(code, status=status, error=error)
+
+
+def _cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return f"{line.split(':', 1)[1].strip()} ({os.cpu_count()} cores)"
+    except OSError:
+        pass
+    return f"{platform.processor() or platform.machine()} ({os.cpu_count()} cores)"
 
 
 def _same_hash(path: Path, expected: str) -> bool:
@@ -450,7 +480,9 @@ def _mfu(metrics: dict, res: dict) -> None:
     metrics["flops_per_token"] = res.get("flops_per_token")
     metrics["mfu_peak_flops"] = peak
     metrics["mfu_peak_source"] = source if peak else None
-    mfu = mfu_percent(metrics["flops_per_token"], metrics.get("train_tokens"), metrics.get("training_seconds"), peak)
+    mfu = mfu_percent(
+        metrics["flops_per_token"], metrics.get("train_tokens"), metrics.get("training_seconds"), peak
+    )
     metrics["mfu_percent"] = round(mfu, 2) if mfu is not None else None
     if mfu is None:
         metrics["mfu_note"] = source if peak is None else "no FLOP count or no training time"

@@ -44,6 +44,10 @@ class Tokenizer:
             name=name, pat_str=pattern, mergeable_ranks=mergeable_ranks, special_tokens={BOS: self.bos_id}
         )
 
+    @property
+    def n_vocab(self) -> int:
+        return self.vocab_size
+
     # -- encode / decode ------------------------------------------------------------------------
 
     def encode(self, text: str, bos: bool = False) -> list[int]:

@@ -1,8 +1,9 @@
 """The child process of a run: set up the harness, import and run train.py, evaluate, report.
 
-Started by the supervisor as `python -P -m harness.worker SPEC_JSON` in its own session, with a
-scrubbed environment, stdout/stderr going to the run's log file and one pipe (SPEC_JSON's event_fd)
-for JSON-line events to the supervisor:
+Started by the supervisor as `python -P -m harness.worker` in its own session, with a scrubbed
+environment, the run's spec as one JSON line on stdin, stdout/stderr going to the run's log file
+and one pipe (the spec's event_fd) for JSON-line events to the supervisor, each signed with a
+per-run nonce from the spec (a forged event, e.g. a fake result written by train.py, lacks it):
 
     ready          the harness is set up (torch imported, data opened, snapshot taken, hook installed)
     clock_started  ctx.start_clock() or the first training batch
@@ -19,6 +20,7 @@ hook is installed, before a single line of train.py runs (see harness/integrity.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -27,20 +29,31 @@ import traceback
 TRACEBACK_TAIL_CHARS = 4000
 
 
-class _Events:
-    """JSON lines on the event pipe. Never raises: a broken pipe means the supervisor is gone."""
+def _event_writer(fd: int, nonce: str):
+    """emit(event, **fields): one JSON line on the event pipe, signed with the run's nonce. A closure,
+    not an object, so the nonce is not an attribute train.py could read off ctx. Never raises: a
+    broken pipe means the supervisor is gone."""
 
-    def __init__(self, fd: int):
-        self.fd = fd
-
-    def __call__(self, event: str, **fields) -> None:
-        line = (json.dumps({"event": event, **fields}, default=str) + "\n").encode()
+    def emit(event: str, **fields) -> None:
+        line = (json.dumps({**fields, "event": event, "n": nonce}, default=str) + "\n").encode()
         try:
             while line:
-                n = os.write(self.fd, line)
-                line = line[n:]
+                k = os.write(fd, line)
+                line = line[k:]
         except OSError:
             pass
+
+    return emit
+
+
+def _ctx_emitter(emit):
+    """What ctx may send: the clock and progress events, never train_done or a result."""
+
+    def ctx_emit(event: str, **fields) -> None:
+        if event in ("clock_started", "progress"):
+            emit(event, **fields)
+
+    return ctx_emit
 
 
 def _tail(text: str, limit: int = TRACEBACK_TAIL_CHARS) -> str:
@@ -78,16 +91,11 @@ def protected_paths(data, preset) -> list[str]:
     if data.source == "climbmix":
         for name in split.get("val", []):
             paths.add(str(cache_root() / "raw" / "climbmix" / name))
-    try:
-        from harness.corpus import MissingCorpusError, package_dir
+    from harness.corpus import MissingCorpusError, package_dir
 
-        for corpus in preset.offline_corpus:
-            try:
-                paths.add(str(package_dir(corpus)))
-            except MissingCorpusError:
-                pass
-    except ImportError:
-        pass
+    for corpus in preset.offline_corpus:
+        with contextlib.suppress(MissingCorpusError):  # not installed: nothing there to read
+            paths.add(str(package_dir(corpus)))
     return sorted(paths)
 
 
@@ -136,11 +144,15 @@ def _setup(spec: dict, emit) -> dict:
     if str(data.dir) != spec["data_dir"]:
         raise HarnessError(f"the worker found the data in {data.dir}, the supervisor in {spec['data_dir']}")
     train_tokens = data.train_tokens()
-    train_starts = piece_starts(train_tokens, data.bos_id)  # before the clock: harness time, not the candidate's
+    train_starts = piece_starts(
+        train_tokens, data.bos_id
+    )  # before the clock: harness time, not the candidate's
     gpu_name = torch.cuda.get_device_name(torch.device(device)) if device.startswith("cuda") else None
 
     snapshot = Snapshot()
-    guard = AuditGuard(protected_paths(data, preset), [HARNESS_DIR, cache_root()], private_fds=[spec["event_fd"]])
+    guard = AuditGuard(
+        protected_paths(data, preset), [HARNESS_DIR, cache_root()], private_fds=[spec["event_fd"]]
+    )
     guard.install()
     return {
         "preset": preset, "device": device, "data": data, "train_tokens": train_tokens,
@@ -202,7 +214,11 @@ def _run(spec: dict, st: dict, emit) -> dict:
     problems = static_scan(source, path)
     if problems:
         more = "".join(f"\n  {p}" for p in problems[1:8])
-        return {**res, "status": "invalid", "error": f"invalid: {problems[0]}{more}\nThe contract: {CONTRACT}."}
+        return {
+            **res,
+            "status": "invalid",
+            "error": f"invalid: {problems[0]}{more}\nThe contract: {CONTRACT}.",
+        }
 
     # 2. import train.py and find train(ctx)
     seed = int(spec["seed"])
@@ -213,7 +229,11 @@ def _run(spec: dict, st: dict, emit) -> dict:
     try:
         mod = _load_train(path)
     except BaseException as e:  # noqa: BLE001 (SystemExit, KeyboardInterrupt too: the candidate's)
-        return violations() or {**res, "status": "crash", "error": f"crash: importing train.py failed\n{_exc_tail(e)}"}
+        return violations() or {
+            **res,
+            "status": "crash",
+            "error": f"crash: importing train.py failed\n{_exc_tail(e)}",
+        }
     fn = getattr(mod, "train", None)
     if not callable(fn):
         return violations() or {
@@ -226,7 +246,7 @@ def _run(spec: dict, st: dict, emit) -> dict:
     # 3. train
     ctx = Context(
         preset, seed=seed, device=device, train_tokens=st["train_tokens"], train_starts=st["train_starts"],
-        bos_id=st["data"].bos_id, spawn_time=spec["spawn_time"], emit=emit,
+        bos_id=st["data"].bos_id, spawn_time=spec["spawn_time"], emit=_ctx_emitter(emit),
     )  # fmt: skip
     _say(f"training: budget {preset.budget_seconds:g} s on {device}, seed {seed}")
     model, failure = None, None
@@ -240,10 +260,15 @@ def _run(spec: dict, st: dict, emit) -> dict:
         try:
             torch.cuda.synchronize()
         except Exception as e:  # an illegal memory access surfaces here: the candidate's crash
-            failure = failure or {"status": "crash", "error": f"crash: CUDA failed after training\n{_exc_tail(e)}"}
+            failure = failure or {
+                "status": "crash",
+                "error": f"crash: CUDA failed after training\n{_exc_tail(e)}",
+            }
     emit("train_done", steps=ctx.num_steps, tokens=ctx.tokens_seen)
     res.update(
-        num_steps=ctx.num_steps, train_tokens=ctx.tokens_seen, peak_memory_mb=round(_peak_memory_mb(device), 1),
+        num_steps=ctx.num_steps,
+        train_tokens=ctx.tokens_seen,
+        peak_memory_mb=round(_peak_memory_mb(device), 1),
         last_train_loss=ctx.last_loss,
     )  # fmt: skip
     bad = violations()
@@ -274,11 +299,16 @@ def _run(spec: dict, st: dict, emit) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    spec = json.loads(argv[0])
+    # The spec (with the nonce that signs every event) comes on stdin, not argv or the environment,
+    # so it is not in /proc/self/cmdline or /proc/self/environ for train.py to read.
+    line = sys.stdin.readline() if argv is None else argv[0]
+    spec = json.loads(line)
+    nonce = spec.pop("nonce")
+    sys.stdin.close()
     fd = int(spec["event_fd"])
     os.set_inheritable(fd, False)  # subprocesses started by train.py do not get the event pipe
-    emit = _Events(fd)
+    emit = _event_writer(fd, nonce)
+    del nonce, line
     try:
         st = _setup(spec, emit)
     except BaseException as e:  # noqa: BLE001

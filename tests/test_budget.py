@@ -49,8 +49,13 @@ def test_prices():
     assert budget.gpu_usd_per_hour(c, "local") == 0.0
     with pytest.raises(ValueError, match="no price for Modal GPU 'B200'"):
         budget.gpu_usd_per_hour(load_config("/nonexistent", {"modal.gpu": "B200"}), "modal")
+    for gpu, price in (("h100", 3.95), ("H100!", 3.95), ("H100:2", 7.90), ("A100-80GB", 2.50)):
+        assert budget.gpu_usd_per_hour(
+            load_config("/nonexistent", {"modal.gpu": gpu}), "modal"
+        ) == pytest.approx(price)
     priced = load_config("/nonexistent", {"modal.gpu": "B200", "budget.gpu_usd_per_hour": {"B200": 6.25}})
     assert budget.gpu_usd_per_hour(priced, "modal") == 6.25
+    assert priced.budget.gpu_usd_per_hour["H100"] == pytest.approx(3.95)  # added to, not replaced
 
 
 def test_run_seconds_is_the_hard_deadline():

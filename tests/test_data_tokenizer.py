@@ -52,7 +52,7 @@ def test_training_is_deterministic(tok):
 
 
 def test_prepared_tokenizer_round_trips_validation_text(prepared_tiny):
-    tok = prepared_tiny.tokenizer
+    tok = prepared_tiny.tokenizer()
     val = np.asarray(prepared_tiny.val_tokens()[:20000])
     assert tok.vocab_size == 4096 and tok.bos_id == 4095 == prepared_tiny.bos_id
     pieces = np.split(val, np.flatnonzero(val == tok.bos_id)[1:])

@@ -125,10 +125,18 @@ def test_crash_never_keeps(status):
     # even a "great" number next to a crash is a crash: a candidate that fails on one seed is broken
     runs = [
         outcome(0.1),
-        outcome(None, status=status, role="confirmation", seed=1000, error="CUDA OOM\nboom"),
+        outcome(None, status=status, role="confirmation", seed=1000, error="CUDA OOM\n[harness] a log line"),
     ]
     v = decide(runs, base([1.5, 1.5]), NoiseEstimate(sigma=0.001, dof=5, groups=5), CFG)
-    assert v.decision == "crash" and status in v.reason and "boom" in v.reason
+    assert (
+        v.decision == "crash" and status in v.reason and "CUDA OOM" in v.reason and "log line" not in v.reason
+    )
+
+
+def test_error_line_of_a_traceback_is_its_last():
+    err = "Traceback (most recent call last):\n  File x\nRuntimeError: shape mismatch"
+    v = decide([outcome(None, status="crash", error=err)], base([1.5, 1.5]), 0.001, CFG)
+    assert v.reason.endswith("RuntimeError: shape mismatch")
 
 
 def test_ok_status_without_finite_value_is_a_crash():

@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -35,7 +36,9 @@ def run(exp_id, role, val, status="ok", seed=0, device="cpu", mem=2048.0) -> Run
             experiment_id=exp_id, role=role, commit="c" * 40, train_py="", preset="cpu", seed=seed
         ),
         runner="local",
-        metrics=RunMetrics(status=status, val_bpb=val, peak_memory_mb=mem, device=device),
+        metrics=RunMetrics(
+            status=status, val_bpb=val, peak_memory_mb=mem, device=device, train_sha256=exp_id
+        ),
     )
 
 
@@ -124,7 +127,7 @@ def test_corrupt_middle_line_is_reported_not_skipped(ledger):
     with pytest.raises(LedgerCorruptError) as e:
         ledger.records()
     msg = str(e.value)
-    assert f"{ledger.path}:3: bad JSON" in msg and "repair()" in msg and "Nothing was changed" in msg
+    assert f"{ledger.path}:3: bad JSON" in msg and "ledger repair" in msg and "Nothing was changed" in msg
     got, problems = ledger.read(strict=False)
     assert [r.id for r in got] == ["e0", "e1", "e2"]
     assert [(p.line, p.parsed_ok) for p in problems] == [(3, False)]
@@ -184,6 +187,42 @@ def test_repair_moves_bad_lines_and_keeps_good_ones(ledger):
     assert ledger.repair() == []  # nothing left to do
 
 
+def test_recover_handles_only_a_torn_tail(ledger):
+    ledger.append(experiment(0))
+    with ledger.path.open("ab") as f:
+        f.write(b'{"id": "half')
+    assert len(ledger.recover()) == 1 and [r.id for r in ledger.records()] == ["e0"]
+    with ledger.path.open("ab") as f:
+        f.write(b"garbage in the middle\n")
+    ledger.append(experiment(1))
+    assert ledger.recover() == []  # that needs a person
+    with pytest.raises(LedgerCorruptError):
+        ledger.records()
+
+
+def test_repair_never_loses_a_concurrent_append(ledger):
+    ledger.append(experiment(0))
+    done = threading.Event()
+
+    def writer():
+        for i in range(1, 101):
+            ledger_w.append(experiment(i))
+        done.set()
+
+    ledger_w = Ledger(ledger.path)  # its own fds, as another process would have
+    t = threading.Thread(target=writer)
+    t.start()
+    repairs = 0
+    while not done.is_set():
+        with ledger.path.open("ab") as f:
+            f.write(b"garbage\n")
+        repairs += bool(ledger.repair())
+    t.join()
+    ledger.repair()
+    assert repairs > 0
+    assert [r.id for r in ledger.records()] == [f"e{i}" for i in range(101)]
+
+
 def test_schema_versions(ledger):
     old = experiment(0).model_dump(mode="json")
     old["schema_version"] = 0
@@ -227,6 +266,9 @@ def test_helpers(ledger):
     assert [r.id for r in ledger.recent(2)] == ["e3", "e4"] and ledger.recent(0) == []
     assert [r.id for r in ledger.baselines_for("base", "cpu", "local")] == ["b0", "b2"]
     assert ledger.baselines_for("base", "cpu", "local", device="cuda") == []
+    assert ledger.baselines_for("other", "cpu", "local") == []
+    sha = ledger.records()[0].runs[0].metrics.train_sha256  # b0's train.py
+    assert [r.id for r in ledger.baselines_for("other", "cpu", "local", train_sha256=sha)] == ["b0"]
     groups = ledger.baseline_groups("cpu", "local")
     assert list(groups) == ["next", "base"]  # newest last
     assert groups["base"] == [1.50, 1.52, 1.51] and groups["next"] == [1.44, 1.46]

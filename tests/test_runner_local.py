@@ -68,7 +68,10 @@ def test_harness_env_puts_the_trusted_root_first_and_scrubs_extras(tmp_path):
 def test_hung_harness_is_killed_by_the_hard_timeout_and_retried_as_infra(tmp_path):
     pids = tmp_path / "pids"
     # The fake harness starts a child (its "worker") and hangs; both must die with the timeout.
-    py = fake_python(tmp_path, f"sleep 300 & echo $! >> {pids}\necho started\nwait")
+    # The second child escapes into a session of its own, as the real harness's worker does.
+    py = fake_python(
+        tmp_path, f"sleep 300 & echo $! >> {pids}\nsetsid sleep 301 & echo $! >> {pids}\necho started\nwait"
+    )
     runner = LocalRunner(REPO, python=py, timeout_s=1.0, max_infra_retries=1, backoff_s=0)
     t0 = time.monotonic()
     out = runner.run(request("print('never runs')"))
@@ -193,15 +196,23 @@ def test_a_crashing_train_file_is_charged_to_the_candidate(prepared_tiny):
 def test_secrets_do_not_reach_train_py(prepared_tiny, monkeypatch):
     monkeypatch.setenv("FAKE_TOKEN", "hunter2")
     monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-x")
-    probe = (
-        "import os as _os\n"
-        "_leaked = [k for k in ('FAKE_TOKEN', 'ANTHROPIC_API_KEY') if k in _os.environ]\n"
-        "if _leaked:\n"
-        "    raise RuntimeError(f'secrets leaked: {_leaked}')\n"
-    )
-    out = LocalRunner(REPO).run(request(probe + honest_train_py()))
+
+    def probe(names: tuple[str, ...]) -> str:
+        return (
+            "import os as _os\n"
+            f"_leaked = [k for k in {names!r} if k in _os.environ]\n"
+            "if _leaked:\n"
+            "    raise RuntimeError(f'leaked: {_leaked}')\n"
+        ) + honest_train_py()
+
+    runner = LocalRunner(REPO)
+    # The control: the probe does fire for a variable that is meant to get through.
+    control = runner.run(request(probe(("PATH",))))
+    assert control.metrics.status == "crash" and "leaked" in control.metrics.error
+    out = runner.run(request(probe(("FAKE_TOKEN", "ANTHROPIC_API_KEY"))))
     assert out.infra_error is None, out.log_tail
-    assert out.metrics.status == "ok", out.metrics.error
+    # Past the probe: the run trained (ok, or a timeout on a loaded machine), it did not crash on import.
+    assert out.metrics.status != "crash" and "leaked" not in str(out.metrics.error), out.metrics.error
 
 
 @pytest.mark.slow

@@ -81,6 +81,14 @@ print("ok")
     assert res.stdout.strip().endswith("ok")
 
 
+def test_the_app_refuses_to_load_as_a_file_and_says_how():
+    res = subprocess.run(
+        [sys.executable, str(REPO / "autoresearch_ci" / "modal_app.py")],
+        cwd=REPO, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert res.returncode != 0 and "modal deploy -m autoresearch_ci.modal_app" in res.stderr
+
+
 def test_timeouts_cover_the_preset_deadline_and_the_modal_retries():
     from harness.presets import get_preset
 
@@ -195,7 +203,7 @@ def test_a_failed_data_preparation_fails_only_its_presets_runs():
     assert prepared == ["tiny", "cpu", "cpu"]  # once per preset, the failing one retried
     assert outs[0].metrics.status == "ok" and outs[2].metrics.status == "ok"
     assert outs[1].metrics is None and outs[1].attempts == 0
-    assert "data preparation failed" in outs[1].infra_error
+    assert "data preparation failed" in outs[1].infra_error and "RemoteError" in outs[1].infra_error
 
 
 def test_a_stale_deployed_harness_is_refused_not_retried():
@@ -309,9 +317,19 @@ def test_harness_exit_3_in_the_container_raises_and_is_infra(tmp_path, monkeypat
 
 
 @pytest.mark.slow
-def test_a_usage_error_in_the_container_is_not_retried(prepared_tiny):
-    out = runner(local_call, max_infra_retries=2).run_many([request(preset="no-such-preset")])[0]
+def test_a_usage_error_in_the_container_is_returned_not_raised(prepared_tiny):
+    from autoresearch_ci.modal_app import run_candidate
+
+    # Raising would make Modal retry a call that fails the same way every time.
+    reply = json.loads(run_candidate.local(request(preset="no-such-preset").model_dump_json()))
+    assert reply["exit_code"] == 2 and "exit 2" in reply["usage_error"] and reply["metrics"] is None
+    out = runner(lambda p, t: json.dumps(reply), max_infra_retries=2).run_many([request()])[0]
     assert out.metrics is None and "exit 2" in out.infra_error and out.attempts == 1
+
+
+def test_an_unknown_preset_starts_no_container():
+    out = runner(lambda p, t: pytest.fail("called"), max_infra_retries=2).run_many([request(preset="nope")])
+    assert out[0].metrics is None and "unknown preset" in out[0].infra_error and out[0].attempts == 0
 
 
 @pytest.mark.slow

@@ -230,20 +230,26 @@ class ModalRunner:
     def _dispatch(
         self, requests: list[RunRequest], call: CallFn, prepare_call: PrepareFn | None
     ) -> list[RunOutcome]:
-        failed_presets: dict[str, AttemptFailed] = {}
-        if self.prepare and prepare_call is not None:
-            for preset in dict.fromkeys(r.preset for r in requests):
+        from harness.presets import get_preset
+
+        failed_presets: dict[str, str] = {}  # preset -> why none of its runs can start
+        for preset in dict.fromkeys(r.preset for r in requests):
+            try:
+                get_preset(preset)
+            except ValueError as e:  # caught here, so no GPU container starts only to say exit 2
+                failed_presets[preset] = str(e)
+                continue
+            if self.prepare and prepare_call is not None:
                 err = self._prepare(preset, prepare_call)
                 if err is not None:
-                    failed_presets[preset] = err
+                    failed_presets[preset] = f"data preparation failed: {err.reason}"
 
         def one(request: RunRequest) -> RunOutcome:
             if request.preset in failed_presets:
-                e = failed_presets[request.preset]
                 now = utcnow()
                 return RunOutcome(
-                    request=request, runner=self.name, infra_error=f"data preparation failed: {e.reason}",
-                    attempts=0, started_at=now, finished_at=now, log_tail=e.log_tail,
+                    request=request, runner=self.name, infra_error=failed_presets[request.preset],
+                    attempts=0, started_at=now, finished_at=now,
                 )  # fmt: skip
             return self._run_one(request, call)
 

@@ -12,7 +12,9 @@ Three things this module guarantees whoever calls it:
   directory first on PYTHONPATH, so nothing the candidate writes to its working directory lands in
   the repository and nothing in that directory can shadow `harness`;
 - nothing outlives the run: the harness starts in its own session, and its whole process group is
-  killed after it exits or when the hard timeout fires (a hung harness, or a worker that lingers).
+  killed after it exits or when the hard timeout fires (a hung harness, or a worker that lingers);
+  on a timeout, every descendant is killed too, also one in a session of its own (the harness's
+  worker is), since nothing else would stop it once its harness is gone.
 """
 
 from __future__ import annotations
@@ -116,6 +118,49 @@ class ProcResult:
         return self.timed_out or (self.returncode is not None and self.returncode < 0)
 
 
+def _descendants(pid: int) -> list[int]:
+    """Every process below `pid`, at any depth, whatever session it moved to (Linux /proc; [] elsewhere).
+
+    The harness starts its worker in a session of its own, so killing the harness's process group does
+    not reach it; if the harness hangs and we kill it, its worker must be found through the process
+    tree, while the harness is still alive to be its parent."""
+    children: dict[int, list[int]] = {}
+    try:
+        entries = os.listdir("/proc")
+    except OSError:
+        return []
+    for name in entries:
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat", "rb") as f:
+                stat = f.read().decode(errors="replace")
+        except OSError:
+            continue
+        # "pid (comm) state ppid ...": comm may hold spaces and parentheses, so split after the last ")".
+        fields = stat[stat.rfind(")") + 2 :].split()
+        if len(fields) > 1:
+            children.setdefault(int(fields[1]), []).append(int(name))
+    found, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def _kill_tree(pids: list[int]) -> None:
+    """SIGKILL these processes and the process groups they lead or belong to (never our own group)."""
+    own = os.getpgrp()
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            pgid = os.getpgid(pid)
+            if pgid != own:
+                os.killpg(pgid, signal.SIGKILL)
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signal.SIGKILL)
+
+
 def _kill_group(proc: subprocess.Popen) -> None:
     """SIGTERM the child's process group, then SIGKILL whatever is left."""
     try:
@@ -179,6 +224,7 @@ def run_process(
         proc.wait(timeout=timeout_s)
     except subprocess.TimeoutExpired:
         timed_out = True
+        _kill_tree(_descendants(proc.pid))  # the worker in its own session, and anything it started
     finally:
         _kill_group(proc)  # also after a normal exit: no stray worker survives its harness
         with contextlib.suppress(subprocess.TimeoutExpired):

@@ -1,0 +1,212 @@
+"""End-to-end runs of `python -m harness run` on the tiny preset: the honest file and the red team.
+
+Each run is a real supervisor + worker pair (about 10 s on two cores, most of it importing torch),
+in a scratch directory as the local runner does it. The red-team files live in tests/redteam/; each
+one's docstring says what it tries and what the harness must answer.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from harness.integrity import file_sha256, harness_sha256
+from harness.supervisor import METRIC_KEYS
+
+REPO = Path(__file__).resolve().parents[1]
+REDTEAM = REPO / "tests" / "redteam"
+
+
+def run_harness(train_file, tmp_path, *, preset="tiny", seed=0, env=None, args=(), timeout=240):
+    out = tmp_path / "metrics.json"
+    cmd = [sys.executable, "-m", "harness", "run", str(train_file), "--preset", preset, "--out", str(out),
+           "--seed", str(seed), "--quiet", *args]  # fmt: skip
+    full_env = dict(os.environ, **(env or {}))
+    full_env["PYTHONPATH"] = os.pathsep.join([str(REPO), full_env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    p = subprocess.run(cmd, cwd=tmp_path, env=full_env, capture_output=True, text=True, timeout=timeout)
+    metrics = json.loads(out.read_text()) if out.exists() else None
+    return p, metrics
+
+
+def variant(tmp_path, name: str, text: str) -> Path:
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def honest_fixed_steps(tmp_path, steps=1, name="honest_fixed.py") -> Path:
+    """honest.py stopping after `steps` steps, with an LR schedule that does not look at the clock.
+    One step is the only count every machine reaches within the tiny preset's 3 s (the first batch
+    is always served); on a loaded 2-core box even 3 steps sometimes do not fit."""
+    src = (REDTEAM / "honest.py").read_text()
+    assert "MAX_STEPS = 0 " in src
+    return variant(tmp_path, name, src.replace("MAX_STEPS = 0 ", f"MAX_STEPS = {steps} "))
+
+
+# -- usage and infrastructure errors (no worker is started) -------------------------------------------
+
+
+def test_unknown_preset_exits_2_and_lists_the_presets(tmp_path):
+    p, m = run_harness(REDTEAM / "honest.py", tmp_path, preset="huge")
+    assert p.returncode == 2
+    for name in ("tiny", "cpu", "gpu"):
+        assert name in p.stderr
+    assert m["status"] == "infra_error" and "unknown preset" in m["error"]
+
+
+def test_missing_train_file_exits_2(tmp_path):
+    p, _ = run_harness(tmp_path / "nope.py", tmp_path)
+    assert p.returncode == 2 and "no such train file" in p.stderr
+
+
+def test_missing_cache_exits_3_and_names_the_prepare_command(tmp_path):
+    empty = tmp_path / "empty-cache"
+    empty.mkdir()
+    p, m = run_harness(REDTEAM / "honest.py", tmp_path, env={"AUTORESEARCH_CACHE": str(empty)})
+    assert p.returncode == 3
+    assert "python -m harness prepare --preset tiny" in p.stderr
+    assert m["status"] == "infra_error" and "python -m harness prepare" in m["error"]
+    assert set(METRIC_KEYS) <= set(m)
+
+
+# -- the honest file ----------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_honest_run_is_ok_with_every_metric(prepared_tiny, tmp_path):
+    p, m = run_harness(REDTEAM / "honest.py", tmp_path)
+    assert p.returncode == 0, p.stderr
+    assert m["status"] == "ok", m["error"]
+    assert set(METRIC_KEYS) <= set(m)
+    assert 0 < m["val_bpb"] < 4.0  # uniform over 4096 ids is 12 bits / 4.3 bytes = 2.8 bits per byte
+    assert m["harness_sha256"] == harness_sha256()
+    assert m["train_sha256"] == file_sha256(REDTEAM / "honest.py")
+    assert m["preset"] == "tiny" and m["seed"] == 0 and m["device"] == "cpu" and m["torch_version"]
+    assert 0 < m["training_seconds"] <= 3.0 + 3.0  # budget + grace of the tiny preset
+    assert m["total_seconds"] >= m["training_seconds"]
+    assert m["num_steps"] >= 1 and m["num_params"] > 0 and m["peak_memory_mb"] > 0
+    assert m["flops_per_token"] > 0 and m["tokens_per_second"] > 0
+    assert m["mfu_percent"] is None and "CPU" in m["mfu_note"]
+    assert m["probe"]["batches"] >= 1 and m["probe"]["max_probe_diff"] == 0.0
+    assert m["eval_tokens"] > 0 and m["eval_bytes"] > m["eval_tokens"]
+    assert "status ok" in p.stdout
+
+
+@pytest.mark.slow
+def test_same_seed_same_steps_gives_the_same_val_bpb(prepared_tiny, tmp_path):
+    """With a fixed step count (no time dependence) a run is bit-reproducible; another seed is not
+    the same run. The budgeted spread (steps vary with machine speed) is measured, not asserted."""
+    f = honest_fixed_steps(tmp_path)
+    vals = []
+    for i, seed in enumerate((0, 0, 1)):
+        d = tmp_path / f"run{i}"
+        d.mkdir()
+        _, m = run_harness(f, d, seed=seed)
+        assert m["status"] == "ok", m["error"]
+        vals.append(m["val_bpb"])
+    assert vals[0] == vals[1]
+    assert vals[2] != vals[0]
+
+
+# -- the red team -------------------------------------------------------------------------------------
+
+RED_TEAM = [
+    ("raises.py", "crash", ["boom: the candidate's own bug", "Traceback"]),
+    ("nan.py", "nan", ["training loss is nan"]),
+    ("noncausal.py", "invalid", ["depends on later tokens"]),
+    ("no_entry.py", "invalid", ["no train function", "def train(ctx) -> torch.nn.Module"]),
+    ("monkeypatch.py", "invalid", ["was replaced"]),
+    ("readval.py", "invalid", ["val.bin", "validation data never enters training"]),
+    ("forge.py", "invalid", ["forged"]),
+    ("tamper.py", "invalid", ["read-only"]),
+]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name, status, words", RED_TEAM, ids=[r[0] for r in RED_TEAM])
+def test_red_team(prepared_tiny, tmp_path, name, status, words):
+    p, m = run_harness(REDTEAM / name, tmp_path)
+    assert p.returncode == 0, p.stderr  # the candidate's failure is a result, not an infra error
+    assert m["status"] == status, m["error"]
+    for w in words:
+        assert w in m["error"], m["error"]
+    assert m["val_bpb"] is None
+    assert set(METRIC_KEYS) <= set(m)
+
+
+@pytest.mark.slow
+def test_reading_validation_data_is_caught_even_when_the_error_is_swallowed(prepared_tiny, tmp_path):
+    _, m = run_harness(REDTEAM / "readval.py", tmp_path)
+    assert m["status"] == "invalid"
+    v = m["violations"]
+    assert any("val.bin" in x for x in v) and any("speeches" in x for x in v)
+
+
+@pytest.mark.slow
+def test_overrun_is_killed_at_budget_plus_grace(prepared_tiny, tmp_path):
+    p, m = run_harness(REDTEAM / "overrun.py", tmp_path)
+    assert p.returncode == 0
+    assert m["status"] == "timeout"
+    assert "budget of 3 s plus 3 s grace" in m["error"]
+    assert 6.0 <= m["training_seconds"] < 9.0  # killed at the deadline, measured by the supervisor
+    assert m["num_steps"] and m["num_steps"] >= 1  # from the progress events
+
+
+@pytest.mark.slow
+def test_patching_torch_inside_forward_cannot_move_val_bpb(prepared_tiny, tmp_path):
+    """patch_in_forward.py swaps log_softmax / cross_entropy / gather for 'perfect' fakes while the
+    evaluator calls its forward and restores them after. Same seed, same single step as the honest twin:
+    the harness must give exactly the honest val_bpb."""
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    _, twin = run_harness(honest_fixed_steps(tmp_path / "a"), tmp_path / "a")
+    _, m = run_harness(REDTEAM / "patch_in_forward.py", tmp_path / "b")
+    assert twin["status"] == "ok" and m["status"] == "ok", (twin["error"], m["error"])
+    assert m["val_bpb"] == twin["val_bpb"]
+
+
+@pytest.mark.slow
+def test_non_finite_weights_give_nan(prepared_tiny, tmp_path):
+    src = honest_fixed_steps(tmp_path, steps=1).read_text()
+    src = src.replace(
+        "    return model\n",
+        "    with torch.no_grad():\n        model.head.weight.fill_(float('nan'))\n    return model\n",
+    )
+    _, m = run_harness(variant(tmp_path, "nan_weights.py", src), tmp_path)
+    assert m["status"] == "nan" and "not finite" in m["error"]
+
+
+@pytest.mark.slow
+def test_secrets_never_reach_the_training_process(prepared_tiny, tmp_path):
+    secrets = {"GITHUB_TOKEN": "ghp_x", "FAKE_GITHUB_TOKEN": "x", "ANTHROPIC_API_KEY": "sk-x",
+               "MODAL_TOKEN_ID": "ak-x", "MODAL_TOKEN_SECRET": "as-x", "MY_PASSWORD": "x"}  # fmt: skip
+    f = variant(tmp_path, "envdump.py", (REDTEAM / "envdump.py").read_text())
+    _, m = run_harness(f, tmp_path, env=secrets)
+    assert m["status"] == "ok", m["error"]
+    seen = json.loads((tmp_path / "env_seen.json").read_text())
+    assert "PATH" in seen and "AUTORESEARCH_CACHE" in seen
+    assert not set(secrets) & set(seen)
+
+
+@pytest.mark.slow
+def test_static_scan_rejects_before_import_with_the_contract(prepared_tiny, tmp_path):
+    f = variant(tmp_path, "ctypes_train.py", "import ctypes\nraise SystemExit('never imported')\n")
+    _, m = run_harness(f, tmp_path)
+    assert m["status"] == "invalid"
+    assert "imports ctypes" in m["error"] and "def train(ctx) -> torch.nn.Module" in m["error"]
+
+
+@pytest.mark.slow
+def test_cuda_requested_without_cuda_is_an_infra_error(prepared_tiny, tmp_path):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    p, m = run_harness(REDTEAM / "honest.py", tmp_path, args=("--device", "cuda"))
+    assert p.returncode == 3
+    assert m["status"] == "infra_error" and "CUDA" in m["error"]
