@@ -56,11 +56,16 @@ def make_runner(cfg: Config, repo: Path, kind: str | None = None):
     if kind in ("local", "self-hosted"):
         from autoresearch_ci.runners.local import LocalRunner
 
-        return LocalRunner(repo)
+        return LocalRunner(repo, runner_name=kind)
     if kind == "modal":
         from autoresearch_ci.runners.modal import ModalRunner
 
-        return ModalRunner(app_name=cfg.modal.app_name, gpu=cfg.modal.gpu)
+        return ModalRunner(
+            app_name=cfg.modal.app_name,
+            gpu=cfg.modal.gpu,
+            timeout_margin_s=cfg.modal.timeout_margin_seconds,
+            max_infra_retries=cfg.modal.infra_retries,
+        )
     raise ValueError(f"unknown runner {kind!r}: choose local, self-hosted or modal")
 
 

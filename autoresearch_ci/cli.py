@@ -43,7 +43,7 @@ def _overrides(args: argparse.Namespace) -> dict:
     for key in ("preset", "runner", "proposer", "forge"):
         value = getattr(args, key, None)
         if value:
-            out[key] = "local" if value == "self-hosted" and key == "runner" else value
+            out[key] = value
     if getattr(args, "candidates", None):
         out["candidates_per_tick"] = args.candidates
     return out
@@ -144,7 +144,7 @@ def cmd_propose(args: argparse.Namespace) -> int:
     ledger = Ledger(repo / cfg.paths.ledger)
     forge = make_forge(cfg, repo)
     proposer = make_proposer(cfg, seed=args.seed)
-    runner_name = "local" if cfg.runner in ("local", "self-hosted") else cfg.runner
+    runner_name = cfg.runner
     state = tick.propose(
         cfg,
         forge,
@@ -180,7 +180,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     cfg, repo = _config(args)
     state = tick.TickState.model_validate_json(Path(args.tick).read_text(encoding="utf-8"))
     ledger = Ledger(repo / cfg.paths.ledger)
-    runner = make_runner(cfg, repo, args.runner)
+    # The runner that trains must be the one the tick planned for: baselines are per runner.
+    runner = make_runner(cfg, repo, args.runner or state.runner)
+    if runner.name != state.runner:
+        console.print(f"[red]this tick was planned for runner {state.runner!r}, not {runner.name!r}")
+        return 1
     results = tick.train(cfg, state, runner, ledger, progress=console.print)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

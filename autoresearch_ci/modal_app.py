@@ -192,7 +192,7 @@ def run_request(request: dict, *, margin_s: float = MARGIN_S, python: str = sys.
     if INDUCTOR_CACHE and not modal.is_local():
         try:
             inductor_volume.commit()  # share the kernels this run compiled; never fail a run for it
-        except Exception as e:  # noqa: BLE001
+        except Exception as e:
             print(f"[runner] inductor cache commit failed: {e}")
     envelope["container_seconds"] = time.monotonic() - t0
     return envelope

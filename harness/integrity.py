@@ -525,7 +525,13 @@ class AuditGuard:
     private_fds: file descriptors only the harness may wrap (the event pipe).
     """
 
-    def __init__(self, protected: Iterable[str | Path], locked: Iterable[str | Path], private_fds=()):
+    def __init__(
+        self,
+        protected: Iterable[str | Path],
+        locked: Iterable[str | Path],
+        private_fds=(),
+        candidate_files: Iterable[str | Path] = (),
+    ):
         self.protected_dirs: list[str] = []
         self.protected_files: set[str] = set()
         self.protected_inodes: set[tuple[int, int]] = set()
@@ -541,6 +547,8 @@ class AuditGuard:
                 self._add_inode(rp)
         self.locked_dirs = [os.path.realpath(p).rstrip(os.sep) + os.sep for p in locked]
         self.private_fds = set(private_fds)
+        self.candidate_files = {os.path.realpath(p) for p in candidate_files}
+        self.foreign_hooks: list[str] = []  # where libraries added audit hooks (allowed; for the record)
         self.needles = sorted({p.rstrip(os.sep) for p in [*self.protected_files, *self.protected_dirs]})
         self.violations: list[str] = []
         self._state = {"val_open": False, "busy": False}
@@ -615,6 +623,8 @@ class AuditGuard:
                 self.violation(f"opened {p} for writing (the harness and the data cache are read-only)")
             if not self._state["val_open"] and self.is_protected(p):
                 self.violation(f"opened {p} (validation data never enters training)")
+            if p.startswith("/proc/") and p.rsplit("/", 1)[-1] in ("mem", "pagemap"):
+                self.violation(f"opened {p} (reading process memory reaches the harness's objects)")
         elif event in _PATH_EVENTS:
             for i in _PATH_EVENTS[event]:
                 if i < len(args):
@@ -639,14 +649,27 @@ class AuditGuard:
         elif event in _GC_EVENTS:
             self.violation(f"{event} (walking the garbage collector can reach the harness's objects)")
         elif event == "sys.addaudithook":
-            if self._installed:
+            # Libraries may add hooks of their own (through the C API too: seen with torch 2.11 on
+            # CUDA); only a call made directly from train.py's code is refused.
+            caller = self._caller_file()
+            if self._installed and caller in self.candidate_files:
                 self.violations.append("tried to add an audit hook")
                 raise RuntimeError("autoresearch harness: audit hooks are reserved for the harness")
+            if self._installed:
+                self.foreign_hooks.append(caller or "?")
         elif event in ("object.__setattr__", "object.__delattr__"):
             obj = args[0] if args else None
             if isinstance(obj, type) and obj in self._tensor_types:
                 name = args[1] if len(args) > 1 else "?"
                 self.violation(f"patched {obj.__module__}.{obj.__qualname__}.{name}")
+
+    def _caller_file(self) -> str | None:
+        """The file of the Python frame that raised the current event. Frames: 0 this method,
+        1 _check, 2 _hook, 3 the caller (a builtin such as sys.addaudithook has no frame of its own)."""
+        try:
+            return os.path.realpath(sys._getframe(3).f_code.co_filename)
+        except ValueError:
+            return None
 
     def install(self) -> None:
         sys.addaudithook(self._hook)

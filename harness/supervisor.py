@@ -422,8 +422,11 @@ def run(
     if changed:
         status, error, code = "invalid", f"invalid: {', '.join(changed)} changed during the run", EXIT_RESULT
 
-    for k in ("val_bpb", "val_loss", "num_params", "flops_per_token", "eval_tokens", "eval_bytes",
-              "eval_batches", "probe", "flops_note", "last_train_loss", "violations"):  # fmt: skip
+    copied = (
+        "val_bpb", "val_loss", "num_params", "flops_per_token", "eval_tokens", "eval_bytes", "eval_batches",
+        "probe", "flops_note", "last_train_loss", "violations", "foreign_audit_hooks",
+    )  # fmt: skip
+    for k in copied:
         if k in res:
             metrics[k] = res[k]
     if status != "ok":

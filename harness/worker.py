@@ -151,7 +151,10 @@ def _setup(spec: dict, emit) -> dict:
 
     snapshot = Snapshot()
     guard = AuditGuard(
-        protected_paths(data, preset), [HARNESS_DIR, cache_root()], private_fds=[spec["event_fd"]]
+        protected_paths(data, preset),
+        [HARNESS_DIR, cache_root()],
+        private_fds=[spec["event_fd"]],
+        candidate_files=[spec["train_file"]],
     )
     guard.install()
     return {
@@ -198,7 +201,7 @@ def _run(spec: dict, st: dict, emit) -> dict:
     from harness.integrity import CONTRACT, static_scan
 
     preset, device, guard = st["preset"], st["device"], st["guard"]
-    res: dict = {"device": device, "gpu_name": st["gpu_name"]}
+    res: dict = {"device": device, "gpu_name": st["gpu_name"], "foreign_audit_hooks": guard.foreign_hooks}
 
     def violations() -> dict | None:
         if guard.violations:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import random
 import warnings
+from pathlib import Path
 
 import pytest
 import torch
@@ -418,8 +419,8 @@ def test_guard_blocks_subprocesses_naming_protected_paths_and_gc_walks(guard):
         g._hook("gc.get_referrers", ((),))
     with pytest.raises(PermissionError):
         g._hook("open", (99, "w", 0))  # wrapping the private event fd
-    with pytest.raises(RuntimeError):
-        g._hook("sys.addaudithook", ())
+    with pytest.raises(PermissionError, match="process memory"):
+        g._hook("open", ("/proc/self/mem", "rb", 0))
 
 
 def test_guard_blocks_patching_torch_tensor(guard):
@@ -466,3 +467,17 @@ def test_no_mfu_on_cpu_or_unknown_gpus():
     assert got is None and "T4" in why
     assert mfu_percent(1e9, 1000, 0.0, 1e12) is None
     assert mfu_percent(6e6, 1_000_000, 10.0, 1e12) == pytest.approx(60.0)
+
+
+def test_guard_refuses_an_audit_hook_from_the_candidate_but_not_from_a_library(tmp_path):
+    cand = tmp_path / "train.py"
+    cand.write_text("def add(g):\n    g._hook('sys.addaudithook', ())\n")
+    g = AuditGuard([], [], candidate_files=[cand])
+    g._installed = True
+    g._hook("sys.addaudithook", ())  # from this test file: a library, as far as the guard knows
+    assert g.violations == [] and g.foreign_hooks == [str(Path(__file__).resolve())]
+    ns: dict = {}
+    exec(compile(cand.read_text(), str(cand), "exec"), ns)
+    with pytest.raises(RuntimeError):
+        ns["add"](g)
+    assert g.violations == ["tried to add an audit hook"]

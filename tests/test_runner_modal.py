@@ -70,7 +70,7 @@ assert isinstance(m.run_candidate, modal.Function) and isinstance(m.prepare_data
 assert m.GPU == "L4" and m.function_timeout_s("gpu", 300) == 300 + 90 + 300 + 15 + 180
 print("ok")
 """
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MODAL_")}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MODAL_", "AUTORESEARCH_MODAL_"))}
     env.update(
         MODAL_CONFIG_PATH=str(tmp_path / "missing.toml"), AUTORESEARCH_MODAL_GPU="L4", PYTHONPATH=str(REPO)
     )
@@ -215,6 +215,20 @@ def test_a_stale_deployed_harness_is_refused_not_retried():
     stale_runner = runner(lambda p, t: envelope(harness_sha256="f" * 64), max_infra_retries=2)
     stale = stale_runner.run_many([request()])[0]
     assert stale.metrics is None and "redeploy" in stale.infra_error and stale.attempts == 1
+
+
+def test_an_app_that_cannot_start_fails_every_run_without_raising(monkeypatch):
+    class Refusing:
+        def __enter__(self):
+            raise mx.AuthError("Token missing")
+
+        def __exit__(self, *exc):
+            return False
+
+    r = ModalRunner(mode="ephemeral", backoff_s=0)
+    monkeypatch.setattr(r, "_modal_handles", lambda: (Refusing(), None, None))
+    outs = r.run_many([request(), request(seed=1)])
+    assert [o.attempts for o in outs] == [0, 0] and all("AuthError" in o.infra_error for o in outs)
 
 
 def test_empty_request_list_touches_nothing():

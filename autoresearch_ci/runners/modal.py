@@ -32,6 +32,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -192,14 +193,16 @@ class ModalRunner:
 
     def _real_call(self, run_fn) -> CallFn:
         per_preset: dict[str, object] = {}
+        lock = threading.Lock()  # one with_options (one container pool) per preset, whatever the threads do
 
         def fn_for(preset: str):
-            if preset not in per_preset:
-                opts: dict = {"timeout": self.function_timeout(preset)}
-                if self.gpu:
-                    opts["gpu"] = self.gpu
-                per_preset[preset] = run_fn.with_options(**opts)
-            return per_preset[preset]
+            with lock:
+                if preset not in per_preset:
+                    opts: dict = {"timeout": self.function_timeout(preset)}
+                    if self.gpu:
+                        opts["gpu"] = self.gpu
+                    per_preset[preset] = run_fn.with_options(**opts)
+                return per_preset[preset]
 
         def call(request_json: str, timeout_s: float) -> str:
             fn = fn_for(json.loads(request_json)["preset"])
@@ -210,7 +213,7 @@ class ModalRunner:
             except TimeoutError:  # builtin: get() gave up waiting; do not leave a GPU running
                 try:
                     fc.cancel(terminate_containers=True)
-                except Exception as e:  # noqa: BLE001
+                except Exception as e:
                     log.warning("could not cancel %s: %s", fc.object_id, e)
                 raise
 
@@ -223,9 +226,27 @@ class ModalRunner:
             return []
         if self._call is not None:
             return self._dispatch(requests, self._call, self._prepare_call)
-        ctx, run_fn, prep_fn = self._modal_handles()
-        with ctx:
+        try:
+            ctx, run_fn, prep_fn = self._modal_handles()
+            ctx.__enter__()  # ephemeral: starts the app (network, credentials); deployed: nothing
+        except Exception as e:  # the runner reports, it does not raise
+            return self._all_failed(requests, f"could not reach the Modal app: {describe_exception(e)}")
+        try:
             return self._dispatch(requests, self._real_call(run_fn), lambda preset: prep_fn.remote(preset))
+        finally:
+            try:
+                ctx.__exit__(None, None, None)
+            except Exception as e:  # the outcomes are in hand; a failed stop must not lose them
+                log.warning("stopping the ephemeral Modal app failed: %s", describe_exception(e))
+
+    def _all_failed(self, requests: list[RunRequest], why: str) -> list[RunOutcome]:
+        now = utcnow()
+        return [
+            RunOutcome(
+                request=r, runner=self.name, infra_error=why, attempts=0, started_at=now, finished_at=now
+            )
+            for r in requests
+        ]
 
     def _dispatch(
         self, requests: list[RunRequest], call: CallFn, prepare_call: PrepareFn | None
@@ -246,11 +267,7 @@ class ModalRunner:
 
         def one(request: RunRequest) -> RunOutcome:
             if request.preset in failed_presets:
-                now = utcnow()
-                return RunOutcome(
-                    request=request, runner=self.name, infra_error=failed_presets[request.preset],
-                    attempts=0, started_at=now, finished_at=now,
-                )  # fmt: skip
+                return self._all_failed([request], failed_presets[request.preset])[0]
             return self._run_one(request, call)
 
         with ThreadPoolExecutor(max_workers=min(len(requests), self.max_parallel)) as pool:
@@ -263,7 +280,7 @@ class ModalRunner:
             try:
                 prepare_call(preset)
                 return None
-            except Exception as e:  # noqa: BLE001
+            except Exception as e:
                 failure = AttemptFailed(describe_exception(e), retry=not isinstance(e, _non_retryable()))
                 log.warning("prepare %s attempt %d failed: %s", preset, attempts, failure.reason)
                 if not failure.retry or attempts > self.max_infra_retries:
