@@ -25,6 +25,7 @@ import sys
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 
 from autoresearch_ci import budget as budget_mod
 from autoresearch_ci import tick
@@ -66,6 +67,12 @@ def _summary(markdown: str) -> None:
     if path:
         with open(path, "a", encoding="utf-8") as f:
             f.write(markdown.rstrip() + "\n\n")
+
+
+def _out(text: str) -> None:
+    """Text as it is: a markdown table's "[#3](url)" links and a hypothesis's brackets are not rich
+    markup, and a table is not wrapped at the terminal's (or a CI log's 80-column) width."""
+    console.out(text, highlight=False)
 
 
 def _git(repo: Path, *args: str) -> None:
@@ -134,8 +141,8 @@ def cmd_budget_check(args: argparse.Namespace) -> int:
     )
     _write_output("go", "true" if decision.ok else "false")
     _summary(f"### Budget check\n\n{decision.reason}\n\n{decision.table}")
-    console.print(decision.table)
-    console.print(("go: " if decision.ok else "stop: ") + decision.reason)
+    _out(decision.table)
+    _out(("go: " if decision.ok else "stop: ") + decision.reason)
     return 0
 
 
@@ -219,21 +226,38 @@ def cmd_judge(args: argparse.Namespace) -> int:
 
     table = render_results_table([r for r in records if r.kind == "experiment"])
     _summary(f"### Verdicts for tick {state.tick_id}\n\n{table}")
-    console.print(table)
+    _out(table)
     return 0
 
 
 def _print_status(ledger: Ledger, limit: int) -> None:
-    from autoresearch_ci.learnings import render_results_table
+    """A terminal-width table (the markdown one in learnings.py is for PR comments and summaries)."""
+    from tabulate import tabulate
 
-    exps = ledger.experiments()
-    console.print(render_results_table(exps[-limit:]))
+    rows = []
+    for r in ledger.experiments()[-limit:]:
+        v = r.verdict
+        vals = r.ok_values()
+        rows.append(
+            [
+                r.id,
+                v.decision if v else "?",
+                f"{sum(vals) / len(vals):.4f}" if vals else "-",
+                f"{v.delta:+.4f}" if v and v.delta is not None else "-",
+                f"{v.threshold:.4f}" if v and v.threshold is not None else "-",
+                (r.hypothesis or (v.reason if v else ""))[:48],
+            ]
+        )
+    if rows:
+        print(tabulate(rows, headers=["experiment", "verdict", "val_bpb", "delta", "bar", "hypothesis"]))
+    else:
+        print("no experiments yet")
     best = ledger.best()
     if best is not None:
-        rec, value = best if isinstance(best, tuple) else (best, min(best.ok_values()))
-        console.print(f"best so far: val_bpb {value:.4f} ({rec.id}: {rec.hypothesis[:80]})")
+        value, rec = best
+        print(f"best so far: val_bpb {value:.4f} ({rec.id}: {rec.hypothesis[:80]})")
     else:
-        console.print("no kept experiment yet")
+        print("no kept experiment yet")
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -376,10 +400,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args) or 0
     except ConfigError as exc:
-        console.print(f"[red]config error:[/red] {exc}")
+        console.print(f"[red]config error:[/red] {escape(str(exc))}")
         return 2
     except (MissingSecretError, LedgerCorruptError) as exc:
-        console.print(f"[red]{exc}")
+        console.print(f"[red]{escape(str(exc))}")
         return 1
 
 

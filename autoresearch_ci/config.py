@@ -77,6 +77,10 @@ class JudgeConfig(_Section):
     confirm_margin: float = Field(1.5, ge=1.0, le=10)
     baseline_max_age_hours: float = Field(24.0, gt=0)
     baseline_max_experiments: int = Field(20, ge=1)
+    # With few baseline runs the noise estimate has few degrees of freedom and the Student-t bar is
+    # high (x13.97 at 1 dof): until the pooled estimate has this many, each tick adds one baseline run
+    # beside its candidates, so the bar falls towards noise_multiplier x sigma within a few ticks.
+    noise_dof_target: int = Field(6, ge=0, le=100)
 
 
 class BudgetConfig(_Section):

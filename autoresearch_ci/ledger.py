@@ -245,16 +245,22 @@ class Ledger:
     def baseline_groups(
         self, preset: str, runner: str, device: str | None = None, limit: int | None = 20
     ) -> dict[str, list[float]]:
-        """val_bpb of every ok baseline run, grouped by commit (newest `limit` commits): the input
-        of judge.noise_estimate."""
+        """val_bpb of every ok baseline run, grouped by the train.py measured (newest `limit` groups):
+        the input of judge.noise_estimate."""
         groups: dict[str, list[float]] = {}
         for r in self.records():
             if r.kind != "baseline" or r.preset != preset or r.runner != runner:
                 continue
             if device is not None and r.device is not None and r.device != device:
                 continue
-            if values := r.ok_values():  # re-inserting moves the commit to the end: newest last
-                groups[r.parent_commit] = groups.pop(r.parent_commit, []) + values
+            # Grouped by what was measured (train.py's bytes), not by commit: the ledger's own
+            # bookkeeping commits move main without changing the code under test.
+            key = next(
+                (o.metrics.train_sha256 for o in r.runs if o.metrics is not None and o.metrics.train_sha256),
+                r.parent_commit,
+            )
+            if values := r.ok_values():  # re-inserting moves the group to the end: newest last
+                groups[key] = groups.pop(key, []) + values
         items = list(groups.items())
         return dict(items[-limit:] if limit else items)
 

@@ -93,7 +93,7 @@ def run_loop(
             )
             for rec in records:
                 if rec.kind == "experiment":
-                    console.print(describe(rec))
+                    console.print(describe(rec), markup=False, highlight=False)  # an LLM's words
                 else:
                     vals = rec.ok_values()
                     console.print(

@@ -165,8 +165,9 @@ def noise_for(
     """Pooled spread of every baseline measured on this preset and runner, this tick's included."""
     groups = ledger.baseline_groups(preset, runner)
     if current is not None:
-        groups[current.commit + ":current"] = list(current.values)
-        groups.pop(current.commit, None)
+        # The current baseline's values replace its group (they may include this tick's new runs).
+        groups = {k: v for k, v in groups.items() if not set(v) <= set(current.values)}
+        groups["current"] = list(current.values)
     return judge_mod.noise_estimate(groups)
 
 
@@ -180,12 +181,20 @@ def plan_baseline(
     stale = (
         judge_mod.baseline_staleness(ledger, commit, cfg, runner=runner, train_sha256=sha) if recs else None
     )
-    if recs and stale is None and len(seeds_done) >= cfg.judge.baseline_seeds:
+    dof = judge_mod.noise_estimate(ledger.baseline_groups(cfg.preset, runner)).dof
+    if (
+        recs
+        and stale is None
+        and len(seeds_done) >= cfg.judge.baseline_seeds
+        and dof >= cfg.judge.noise_dof_target
+    ):
         return [], False
     fresh = bool(recs) and stale is not None
     used = {o.request.seed for r in recs for o in r.runs}
     out, s = [], 0
-    need = cfg.judge.baseline_seeds if fresh else cfg.judge.baseline_seeds - len(seeds_done)
+    need = cfg.judge.baseline_seeds if fresh else max(cfg.judge.baseline_seeds - len(seeds_done), 0)
+    if dof + max(need - 1, 0) < cfg.judge.noise_dof_target:
+        need += 1  # one more run sharpens the noise estimate (see JudgeConfig.noise_dof_target)
     while len(out) < need:
         if s not in used:
             out.append(s)

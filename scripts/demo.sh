@@ -12,4 +12,3 @@ if [ ! -d "$workspace/.git" ]; then
   autoresearch-ci init "$workspace"
 fi
 autoresearch-ci loop --repo "$workspace" --iterations "$iterations"
-autoresearch-ci status --repo "$workspace"

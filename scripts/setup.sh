@@ -3,6 +3,7 @@
 # torch is installed first as the pinned CPU build so the package's loose `torch>=2.4` pin does not
 # pull several GB of CUDA wheels; on a GPU box set TORCH_SPEC (e.g. TORCH_SPEC=torch) to choose.
 set -euo pipefail
+export PIP_ROOT_USER_ACTION=ignore PIP_DISABLE_PIP_VERSION_CHECK=1
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 TORCH_SPEC=${TORCH_SPEC:-torch==2.13.0}

@@ -44,6 +44,9 @@ def run(exp_id, role, val, status="ok", seed=0, device="cpu", mem=2048.0) -> Run
 
 def baseline(i, commit, values, at=T0, runner="local") -> ExperimentRecord:
     rid = f"b{i}"
+    runs = [run(rid, "baseline", v, seed=s) for s, v in enumerate(values)]
+    for o in runs:  # a baseline measures its commit's train.py: same commit, same bytes
+        o.metrics.train_sha256 = f"sha-of-{commit}"
     return ExperimentRecord(
         id=rid,
         kind="baseline",
@@ -52,7 +55,7 @@ def baseline(i, commit, values, at=T0, runner="local") -> ExperimentRecord:
         preset="cpu",
         runner=runner,
         device="cpu",
-        runs=[run(rid, "baseline", v, seed=s) for s, v in enumerate(values)],
+        runs=runs,
         created_at=at,
     )
 
@@ -268,11 +271,11 @@ def test_helpers(ledger):
     assert ledger.baselines_for("base", "cpu", "local", device="cuda") == []
     assert ledger.baselines_for("other", "cpu", "local") == []
     sha = ledger.records()[0].runs[0].metrics.train_sha256  # b0's train.py
-    assert [r.id for r in ledger.baselines_for("other", "cpu", "local", train_sha256=sha)] == ["b0"]
-    groups = ledger.baseline_groups("cpu", "local")
-    assert list(groups) == ["next", "base"]  # newest last
-    assert groups["base"] == [1.50, 1.52, 1.51] and groups["next"] == [1.44, 1.46]
-    assert list(ledger.baseline_groups("cpu", "local", limit=1)) == ["base"]
+    assert [r.id for r in ledger.baselines_for("other", "cpu", "local", train_sha256=sha)] == ["b0", "b2"]
+    groups = ledger.baseline_groups("cpu", "local")  # grouped by the train.py measured, newest last
+    assert list(groups) == ["sha-of-next", "sha-of-base"]
+    assert groups["sha-of-base"] == [1.50, 1.52, 1.51] and groups["sha-of-next"] == [1.44, 1.46]
+    assert list(ledger.baseline_groups("cpu", "local", limit=1)) == ["sha-of-base"]
     val, rec = ledger.best()
     assert val == 1.40 and rec.id == "e3"
 
