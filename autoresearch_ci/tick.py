@@ -409,7 +409,7 @@ def judge(
     gpu_usd_per_second: float = 0.0,
 ) -> list[ExperimentRecord]:
     ledger.recover()  # a torn last line from a killed writer goes to .corrupt (reported), not in our way
-    done = {r.id for r in ledger.records()}
+    done = {r.id: r for r in ledger.records()}
     written: list[ExperimentRecord] = []
 
     baseline_runs = results.for_experiment(state.tick_id, "baseline")
@@ -481,10 +481,16 @@ def judge(
                     "by more; re-test on the new base",
                 }
             )
-        if c.experiment_id in done:
-            continue
-        rec = _record(cfg, state, c, v, runs, base, gpu_usd_per_second)
-        progress(f"{c.experiment_id}: {v.decision}")
+        prior = done.get(c.experiment_id)
+        if prior is not None and (not prior.forge_error or c.candidate is None):
+            continue  # judged and acted on already
+        # A record whose forge action failed is acted on again, with the verdict it recorded.
+        rec = (
+            prior.model_copy(update={"forge_error": None})
+            if prior is not None
+            else _record(cfg, state, c, v, runs, base, gpu_usd_per_second)
+        )
+        progress(f"{c.experiment_id}: {rec.verdict.decision}")
         if c.candidate is not None:
             try:
                 _act(forge, c.candidate, rec, cfg)
@@ -493,7 +499,9 @@ def judge(
                 # the next run of this tick (every forge action is idempotent).
                 rec.forge_error = str(exc)
                 progress(f"{c.experiment_id}: forge action failed: {exc}")
-        ledger.append(rec)
+        if prior is not None and rec == prior:
+            continue  # failed again the same way: nothing new to record
+        ledger.append(rec)  # for a retried action: an update (the ledger keeps an id's last line)
         written.append(rec)
         # A kept candidate's own runs are not carried over as the new base's baseline: they were
         # selected for being low (winner's curse), so the next tick measures the new base afresh.

@@ -4,7 +4,7 @@ The research repository is made by `autoresearch-ci init --preset tiny` and driv
 local forge (git branches, archive refs, notes), the real local runner (the locked harness in a
 subprocess) and the real judge, ledger and resources.md. Only the proposer or the runner is replaced
 by a stand-in where a test needs a particular outcome (a crash, a failed proposal, a guard rejection,
-an infrastructure failure).
+an infrastructure failure, a clear win whose merge fails once).
 
 The expensive part, two iterations of the loop, runs once per module; every other test works on a
 copy of the repository it leaves, so the baseline it measured is reused and most ticks train nothing
@@ -30,6 +30,7 @@ from support.tick_fixtures import (
 
 from autoresearch_ci import cli, tick
 from autoresearch_ci.config import load_config
+from autoresearch_ci.forge.base import ForgeError
 from autoresearch_ci.forge.local import ARCHIVE_PREFIX, LocalForge
 from autoresearch_ci.gitops import Git
 from autoresearch_ci.ledger import Ledger
@@ -170,11 +171,12 @@ def test_two_iterations_of_the_loop_leave_a_complete_record(looped, capsys):
 
     assert cli.main(["status", "--repo", str(root)]) == 0
     out = capsys.readouterr().out
-    table = [line for line in out.splitlines() if line.startswith("|")]
-    assert table[0].split("|")[1].strip() == "id" and "verdict" in table[0]
-    for r in exps:
-        row = next(line for line in table if r.id in line)
-        assert r.verdict.decision in row
+    lines = out.splitlines()
+    header = next(i for i, line in enumerate(lines) if line.split()[:2] == ["experiment", "verdict"])
+    for r in exps:  # one row per experiment, the newest last, each with its verdict
+        row = next(line for line in lines[header:] if line.startswith(r.id))
+        assert row.split()[1] == r.verdict.decision
+    assert lines[-1] == "no kept experiment yet" or lines[-1].startswith("best so far: val_bpb ")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -312,3 +314,60 @@ def test_status_names_the_best_kept_experiment(tmp_path, capsys):
     assert cli.main(["status", "--repo", str(root)]) == 0
     out = capsys.readouterr().out
     assert "best so far: val_bpb 1.9000 (20260101-000000-abcdef: Raise MATRIX_LR" in out
+
+
+class MergeFailsOnce(LocalForge):
+    """The local forge, except that the first merge fails as GitHub's does when main moved under it."""
+
+    failures = 1
+
+    def merge(self, candidate, message):
+        if self.failures:
+            self.failures -= 1
+            raise ForgeError("405 on PUT /repos/o/r/pulls/1/merge: Base branch was modified")
+        return super().merge(candidate, message)
+
+
+class ClearWinRunner(InfraFailingRunner):
+    """Reports a candidate result far below any tiny-preset baseline (a clear keep), so the test is
+    about what happens after the verdict, not about training."""
+
+    def run_many(self, requests):
+        self.seen.extend(requests)
+        out = []
+        for r in requests:
+            if r.role == "baseline":
+                out.extend(self.inner.run_many([r]))
+                continue
+            m = RunMetrics(status="ok", val_bpb=0.5, preset=r.preset, device="cpu", seed=r.seed)
+            out.append(RunOutcome(request=r, runner=self.name, metrics=m, wall_seconds=1.0))
+        return out
+
+
+@pytest.mark.slow
+def test_a_failed_merge_is_redone_by_the_next_run_of_the_judge(repo):
+    cfg = load_config(repo, NO_EXTRA_BASELINE)
+    forge = MergeFailsOnce(repo)
+    ledger = Ledger(repo / cfg.paths.ledger)
+    proposer = ScriptedProposer(edit("Add a knob nothing reads", lambda s: s + EXTRA))
+    state = tick.propose(cfg, forge, proposer, ledger, "local", forge_repo=repo)
+    results = tick.train(cfg, state, ClearWinRunner(LocalRunner(repo)), ledger)
+
+    (rec,) = experiments(tick.judge(cfg, state, results, forge, ledger, repo))
+    assert rec.verdict.decision == "keep" and rec.merged_commit is None
+    assert "Base branch was modified" in rec.forge_error
+    g = Git(repo)
+    assert not g.is_ancestor(rec.candidate_commit, "main")
+    assert ledger.records()[-1].forge_error  # the verdict is on record all the same
+
+    (again,) = tick.judge(cfg, state, results, forge, ledger, repo)  # the judge job, re-run
+    assert again.id == rec.id and again.forge_error is None
+    assert again.merged_commit and g.is_ancestor(rec.candidate_commit, "main")
+    assert again.verdict == rec.verdict
+    latest = {r.id: r for r in ledger.records()}[rec.id]
+    assert latest.merged_commit == again.merged_commit and latest.forge_error is None
+    assert_committed_and_clean(repo)
+
+    before = snapshot(repo)
+    assert tick.judge(cfg, state, results, forge, ledger, repo) == []
+    assert snapshot(repo) == before

@@ -8,7 +8,6 @@ is the product code.
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -120,6 +119,8 @@ def edit(hypothesis: str, change: Callable[[str], str], **extra_files: str) -> C
 
 
 def failure(error: str) -> Callable:
+    """A script step: a failed proposal (as a refusal or a malformed reply ends), with its error."""
+
     def step(ctx: ProposalContext) -> Proposal:
         return Proposal(ok=False, proposer="scripted", parent_commit=ctx.parent_commit, error=error)
 
@@ -180,7 +181,3 @@ def outputs(path: Path) -> dict[str, str]:
     if not path.exists():
         return {}
     return dict(line.split("=", 1) for line in path.read_text().splitlines() if "=" in line)
-
-
-def load_json(path: Path) -> dict:
-    return json.loads(path.read_text(encoding="utf-8"))
