@@ -159,15 +159,14 @@ def baseline_stats(ledger: Ledger, state: TickState, new_runs: list[RunOutcome])
     return _stats(state.base_commit, state.preset, state.runner, runs, [r.id for r in recs] + [state.tick_id])
 
 
-def noise_for(
-    ledger: Ledger, preset: str, runner: str, current: BaselineStats | None
-) -> judge_mod.NoiseEstimate:
-    """Pooled spread of every baseline measured on this preset and runner, this tick's included."""
-    groups = ledger.baseline_groups(preset, runner)
+def noise_for(ledger: Ledger, state: TickState, current: BaselineStats | None) -> judge_mod.NoiseEstimate:
+    """Pooled spread of every baseline measured on this preset and runner, this tick's included.
+
+    Ledger groups are keyed by the train.py measured, so the current baseline (which may hold this
+    tick's new runs) replaces the group of the base's own code."""
+    groups = ledger.baseline_groups(state.preset, state.runner)
     if current is not None:
-        # The current baseline's values replace its group (they may include this tick's new runs).
-        groups = {k: v for k, v in groups.items() if not set(v) <= set(current.values)}
-        groups["current"] = list(current.values)
+        groups[code_sha(state.base_files)] = list(current.values)
     return judge_mod.noise_estimate(groups)
 
 
@@ -372,7 +371,7 @@ def train(
     base = baseline_stats(ledger, state, results.for_experiment(state.tick_id))
     if base is None:
         return results
-    noise = noise_for(ledger, state.preset, state.runner, base)
+    noise = noise_for(ledger, state, base)
     confirm: list[RunRequest] = []
     for c in state.runnable():
         outcome = judge_mod.decide(results.for_experiment(c.experiment_id), base, noise, cfg.judge)
@@ -435,7 +434,7 @@ def judge(
         ledger.append(rec)
         written.append(rec)
     base = baseline_stats(ledger, state, baseline_runs)
-    noise = noise_for(ledger, state.preset, state.runner, base)
+    noise = noise_for(ledger, state, base)
 
     # Decide every candidate first, then merge at most one: two wins measured against the same base
     # are not known to stack, so only the best is merged and the others are left for re-testing.
