@@ -1,7 +1,9 @@
 """The GPT that the research agent improves: model, optimizer and training loop in one file.
 
 The harness owns everything else: the data, the clock and the metric. It imports this file, calls
-`train(ctx)` and scores the model that comes back on held-out text (val_bpb, lower is better).
+`train(ctx)`, saves the weights of the model that comes back, and scores them on held-out text
+(val_bpb, lower is better) in separate processes that rebuild the network with `build_model(ctx)` and
+load those weights into it: so `build_model` must give the same architecture `train` returns.
 What `ctx` gives us (harness/context.py has the whole interface):
 
     ctx.device, ctx.seq_len, ctx.vocab_size    where to train, the row length, the vocabulary
@@ -291,20 +293,29 @@ def lr_multiplier(progress):
 # ------------------------------------------------------------------------------------------------
 
 
+def model_sizes(ctx):
+    """(depth, dim, head_dim, device_batch, total_batch) for the device ctx names."""
+    if ctx.device.startswith("cuda"):
+        return GPU_DEPTH, GPU_MODEL_DIM, GPU_HEAD_DIM, GPU_DEVICE_BATCH, GPU_TOTAL_BATCH
+    return CPU_DEPTH, CPU_MODEL_DIM, CPU_HEAD_DIM, CPU_DEVICE_BATCH, CPU_TOTAL_BATCH
+
+
+def build_model(ctx):
+    """The untrained network on ctx.device. The harness calls it to load the trained weights for scoring."""
+    depth, dim, head_dim, _, _ = model_sizes(ctx)
+    return GPT(ctx.vocab_size, ctx.seq_len, depth, dim, head_dim).to(torch.device(ctx.device))
+
+
 def train(ctx):
     device = torch.device(ctx.device)
     cuda = device.type == "cuda"
+    depth, dim, head_dim, device_batch, total_batch = model_sizes(ctx)
     if cuda:
-        depth, dim, head_dim = GPU_DEPTH, GPU_MODEL_DIM, GPU_HEAD_DIM
-        device_batch, total_batch = GPU_DEVICE_BATCH, GPU_TOTAL_BATCH
         torch.backends.cuda.matmul.allow_tf32 = True  # any fp32 matmul left outside autocast
         torch.backends.cudnn.allow_tf32 = True
-    else:
-        depth, dim, head_dim = CPU_DEPTH, CPU_MODEL_DIM, CPU_HEAD_DIM
-        device_batch, total_batch = CPU_DEVICE_BATCH, CPU_TOTAL_BATCH
     accum_steps = max(1, total_batch // (device_batch * ctx.seq_len))
 
-    model = GPT(ctx.vocab_size, ctx.seq_len, depth, dim, head_dim).to(device)
+    model = build_model(ctx)
     if cuda:
         # Regional compilation: every block runs the same code, so one compiled graph serves all
         # of them and compile time does not grow with depth. The head is the other region.

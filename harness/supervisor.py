@@ -36,20 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from harness.integrity import HARNESS_DIR, file_sha256, harness_sha256, scrub_env
-
-EXIT_RESULT = 0
-EXIT_USAGE = 2
-EXIT_INFRA = 3
-
-# Contract 4: every metrics.json has at least these keys (None where a run did not get that far).
-METRIC_KEYS = (
-    "status", "val_bpb", "training_seconds", "total_seconds", "startup_seconds", "eval_seconds",
-    "peak_memory_mb", "mfu_percent", "mfu_peak_flops", "mfu_peak_source", "num_steps", "num_params",
-    "tokens_per_second", "train_tokens", "eval_tokens", "harness_sha256", "train_sha256",
-    "data_fingerprint", "data_source", "preset", "seed", "device", "device_name", "torch_version",
-    "python_version", "error", "log_tail",
-)  # fmt: skip
-STATUSES = ("ok", "crash", "timeout", "nan", "invalid", "infra_error")
+from harness.protocol import EXIT_INFRA, EXIT_RESULT, EXIT_USAGE, METRIC_KEYS, STATUSES
 
 POLL_S = 0.2
 EXIT_WAIT_S = 10.0  # after the result: how long the worker may take to exit before it is killed

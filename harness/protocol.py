@@ -1,0 +1,53 @@
+"""The contract between the harness and whoever runs it, written once.
+
+`python -m harness run` is started by the local runner, by a self-hosted GPU job and inside the Modal
+function. All of them need the same few facts about it: what its exit codes mean, which statuses a
+metrics.json can carry, which keys it always has, and how long a whole run may take before the
+caller must assume the harness itself hung. They live here and nowhere else; this module imports
+nothing heavy (no torch), so the Modal image and the runners can import it cheaply.
+"""
+
+from __future__ import annotations
+
+# Exit codes of `python -m harness run`.
+EXIT_RESULT = 0  # a result was produced, whatever its status: the candidate's own outcome
+EXIT_USAGE = 2  # bad arguments (unknown preset, missing file): retrying the same command cannot help
+EXIT_INFRA = 3  # the harness or the machine failed: retry, never charge the candidate
+
+# What a metrics.json `status` can be. Every status but infra_error is the candidate's result.
+STATUSES = ("ok", "crash", "timeout", "nan", "invalid", "infra_error")
+CANDIDATE_FAILURES = ("crash", "timeout", "nan")  # the candidate's run failed (charged)
+
+# Every metrics.json has at least these keys (None where a run did not get that far).
+METRIC_KEYS = (
+    "status", "val_bpb", "training_seconds", "total_seconds", "startup_seconds", "eval_seconds",
+    "peak_memory_mb", "mfu_percent", "mfu_peak_flops", "mfu_peak_source", "num_steps", "num_params",
+    "tokens_per_second", "train_tokens", "eval_tokens", "harness_sha256", "train_sha256",
+    "data_fingerprint", "data_source", "preset", "seed", "device", "device_name", "torch_version",
+    "python_version", "error", "log_tail",
+)  # fmt: skip
+
+
+def hard_deadline_seconds(preset_name: str) -> float:
+    """The longest a whole harness run can last by the harness's own deadlines (start-up allowance,
+    training, grace, evaluation). A caller adds its own margin (interpreter start, writing metrics)
+    and treats a harness still running after that as hung: an infrastructure failure."""
+    from harness.presets import get_preset
+
+    p = get_preset(preset_name)
+    return p.startup_allowance_seconds + p.budget_seconds + p.grace_seconds + p.eval_timeout_seconds
+
+
+def exit_reason(returncode: int | None, *, timed_out: bool = False, seconds: float = 0.0) -> str:
+    """Why a harness run that did not produce a result failed, in one line (for infra_error)."""
+    if timed_out:
+        return f"the harness hung: killed after {seconds:.0f} s (hard timeout)"
+    if returncode == EXIT_USAGE:
+        return "the harness rejected its arguments (exit 2)"
+    if returncode == EXIT_INFRA:
+        return "the harness reported an infrastructure failure (exit 3)"
+    if returncode == EXIT_RESULT:
+        return "the harness exited 0 but wrote no readable metrics file"
+    if returncode is not None and returncode < 0:
+        return f"the harness was killed by signal {-returncode}"
+    return f"the harness exited {returncode}"
