@@ -1,8 +1,9 @@
-"""Builds the forge, runner and proposer that the config names, in one place.
+"""Builds the ledger, forge, runner and proposer that the config names, in one place.
 
-The loop only sees the Forge / Runner / Proposer interfaces; this module is the only code that
-knows which concrete class stands behind each config value, and which secret each one needs.
-A missing secret is an error that names the variable and the job that should carry it.
+The steps only see the Ledger and the Forge / Runner / Proposer interfaces; this module is the only
+code that knows which concrete class stands behind each config value, which secret each one needs,
+and what GitHub Actions says about the run in progress. A missing secret is an error that names the
+variable and the job that should carry it.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import os
 from pathlib import Path
 
 from autoresearch_ci.config import Config
+from autoresearch_ci.ledger import Ledger
 
 
 class MissingSecretError(RuntimeError):
@@ -22,6 +24,25 @@ def _secret(name: str, why: str) -> str:
     if not value:
         raise MissingSecretError(f"{name} is not set: {why}")
     return value
+
+
+def actions_run_url() -> str | None:
+    """The Actions run this process is part of (for provenance links and status details), if any."""
+    server, repo, run = (
+        os.environ.get(k) for k in ("GITHUB_SERVER_URL", "GITHUB_REPOSITORY", "GITHUB_RUN_ID")
+    )
+    return f"{server}/{repo}/actions/runs/{run}" if server and repo and run else None
+
+
+def repo_url(cfg: Config) -> str | None:
+    """The repository's page on GitHub, when the config or Actions names it (for the dashboard)."""
+    slug = cfg.github.repo or os.environ.get("GITHUB_REPOSITORY")
+    server = os.environ.get("GITHUB_SERVER_URL", "https://github.com")
+    return f"{server}/{slug}" if slug else None
+
+
+def make_ledger(cfg: Config, repo: Path) -> Ledger:
+    return Ledger(repo / cfg.paths.ledger)
 
 
 def make_forge(cfg: Config, repo: Path, kind: str | None = None):
@@ -47,6 +68,7 @@ def make_forge(cfg: Config, repo: Path, kind: str | None = None):
             base_branch=cfg.github.base_branch,
             labels=list(cfg.github.labels),
             merge_mode=cfg.github.merge_mode,
+            run_url=actions_run_url(),
         )
     raise ValueError(f"unknown forge {kind!r}: choose local or github")
 

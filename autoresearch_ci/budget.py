@@ -21,6 +21,7 @@ from tabulate import tabulate
 
 from autoresearch_ci.config import Config, LLMConfig
 from autoresearch_ci.records import ExperimentRecord, LLMUsage, utcnow
+from harness.protocol import hard_deadline_seconds
 
 
 class Spend(BaseModel):
@@ -87,10 +88,7 @@ def gpu_usd_per_second(cfg: Config, runner: str | None = None) -> float:
 def run_seconds_estimate(cfg: Config, runner: str | None = None) -> float:
     """The most device time one run can take: the harness's hard deadline for the preset (start-up
     allowance + budget + grace + evaluation), plus on Modal the margin its function timeout allows."""
-    from harness.presets import get_preset
-
-    p = get_preset(cfg.preset)
-    seconds = p.startup_allowance_seconds + p.budget_seconds + p.grace_seconds + p.eval_timeout_seconds
+    seconds = hard_deadline_seconds(cfg.preset)
     if (runner or cfg.runner) == "modal":
         seconds += cfg.modal.timeout_margin_seconds
     return seconds

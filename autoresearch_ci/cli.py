@@ -12,7 +12,8 @@
     autoresearch-ci ledger check|repair|export
 
 Options are resolved once: autoresearch.toml (or [tool.autoresearch]) then the flags given here.
-Exit codes: 0 done, 1 a step refused (budget, guard, missing secret), 2 bad usage or config.
+Each command builds its backends (backends.py), calls one step (steps/) and prints what report/
+renders. Exit codes: 0 done, 1 a step refused (budget, guard, missing secret), 2 bad usage or config.
 """
 
 from __future__ import annotations
@@ -28,10 +29,18 @@ from rich.console import Console
 from rich.markup import escape
 
 from autoresearch_ci import budget as budget_mod
-from autoresearch_ci import tick
-from autoresearch_ci.backends import MissingSecretError, make_forge, make_proposer, make_runner
+from autoresearch_ci.backends import (
+    MissingSecretError,
+    make_forge,
+    make_ledger,
+    make_proposer,
+    make_runner,
+    repo_url,
+)
 from autoresearch_ci.config import Config, ConfigError, load_config
-from autoresearch_ci.ledger import Ledger, LedgerCorruptError
+from autoresearch_ci.ledger import LedgerCorruptError
+from autoresearch_ci.report import tables
+from autoresearch_ci.steps.state import TickResults, TickState
 
 TEMPLATE_ROOT = Path(__file__).resolve().parents[1]
 TEMPLATE_FILES = ["train.py", "program.md", "resources.md"]
@@ -73,10 +82,6 @@ def _out(text: str) -> None:
     """Text as it is: a markdown table's "[#3](url)" links and a hypothesis's brackets are not rich
     markup, and a table is not wrapped at the terminal's (or a CI log's 80-column) width."""
     console.out(text, highlight=False)
-
-
-def _git(repo: Path, *args: str) -> None:
-    subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True, timeout=60)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -121,60 +126,48 @@ def cmd_init(args: argparse.Namespace) -> int:
 
 
 def cmd_loop(args: argparse.Namespace) -> int:
-    from autoresearch_ci.loop import ledger_for, run_loop
+    from autoresearch_ci.steps.loop import run_loop
 
     cfg, repo = _config(args)
     run_loop(cfg, repo, args.iterations, max_minutes=args.max_minutes, seed=args.seed, console=console)
-    _print_status(ledger_for(cfg, repo), limit=args.iterations * cfg.candidates_per_tick + 5)
+    _print_status(cfg, repo, limit=args.iterations * cfg.candidates_per_tick + 5)
     return 0
 
 
 def cmd_budget_check(args: argparse.Namespace) -> int:
     cfg, repo = _config(args)
-    ledger = Ledger(repo / cfg.paths.ledger)
     planned = args.planned_candidates or cfg.candidates_per_tick
     decision = budget_mod.check(
         cfg,
-        ledger,
+        make_ledger(cfg, repo),
         planned_runs=planned + cfg.judge.baseline_seeds,
         planned_llm_tokens=cfg.budget.llm_tokens_per_tick,
     )
     _write_output("go", "true" if decision.ok else "false")
-    _summary(f"### Budget check\n\n{decision.reason}\n\n{decision.table}")
+    _summary(tables.budget_summary(decision))
     _out(decision.table)
     _out(("go: " if decision.ok else "stop: ") + decision.reason)
     return 0
 
 
 def cmd_propose(args: argparse.Namespace) -> int:
+    from autoresearch_ci.steps.propose import propose
+
     cfg, repo = _config(args)
-    ledger = Ledger(repo / cfg.paths.ledger)
-    forge = make_forge(cfg, repo)
-    proposer = make_proposer(cfg, seed=args.seed)
-    runner_name = cfg.runner
-    state = tick.propose(
+    state = propose(
         cfg,
-        forge,
-        proposer,
-        ledger,
-        runner_name,
+        make_forge(cfg, repo),
+        make_proposer(cfg, seed=args.seed),
+        make_ledger(cfg, repo),
+        cfg.runner,
         candidates=args.candidates,
         seed=args.seed,
         progress=console.print,
-        forge_repo=repo,
     )
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(state.model_dump_json(indent=2), encoding="utf-8")
-    lines = [
-        f"- `{c.experiment_id}` {'ok' if c.guard_ok else 'rejected'}: "
-        f"{c.proposal.hypothesis or c.proposal.error}"
-        + (f" ([PR]({c.candidate.pr_url}))" if c.candidate and c.candidate.pr_url else "")
-        for c in state.candidates
-    ]
-    _summary(
-        f"### Proposals for tick {state.tick_id}\n\nbase `{state.base_commit[:10]}`\n\n" + "\n".join(lines)
-    )
+    _summary(tables.proposals_summary(state))
     _write_output("runnable", str(len(state.runnable()) + len(state.baseline_seeds_needed)))
     console.print(
         f"wrote {out}: {len(state.runnable())} runnable candidate(s), "
@@ -184,103 +177,66 @@ def cmd_propose(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from autoresearch_ci.steps.train import train
+
     cfg, repo = _config(args)
-    state = tick.TickState.model_validate_json(Path(args.tick).read_text(encoding="utf-8"))
-    ledger = Ledger(repo / cfg.paths.ledger)
+    state = TickState.model_validate_json(Path(args.tick).read_text(encoding="utf-8"))
     # The runner that trains must be the one the tick planned for: baselines are per runner.
     runner = make_runner(cfg, repo, args.runner or state.runner)
     if runner.name != state.runner:
         console.print(f"[red]this tick was planned for runner {state.runner!r}, not {runner.name!r}")
         return 1
-    results = tick.train(cfg, state, runner, ledger, progress=console.print)
+    results = train(cfg, state, runner, make_ledger(cfg, repo), progress=console.print)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(results.model_dump_json(indent=2), encoding="utf-8")
-    rows = [
-        f"| {o.request.experiment_id} | {o.request.role} | {o.request.seed} | "
-        f"{o.metrics.status if o.metrics else 'infra: ' + (o.infra_error or '')[:60]} | "
-        f"{(o.metrics.val_bpb if o.metrics and o.metrics.val_bpb is not None else float('nan')):.4f} |"
-        for o in results.outcomes
-    ]
-    _summary(
-        "### Training runs\n\n| experiment | role | seed | status | val_bpb |\n|---|---|---|---|---|\n"
-        + "\n".join(rows)
-    )
+    _summary(tables.training_summary(results.outcomes))
     console.print(f"wrote {out}: {len(results.outcomes)} run(s)")
     return 0
 
 
 def cmd_judge(args: argparse.Namespace) -> int:
+    from autoresearch_ci.steps.judge import judge
+
     cfg, repo = _config(args)
-    state = tick.TickState.model_validate_json(Path(args.tick).read_text(encoding="utf-8"))
-    results = tick.TickResults.model_validate_json(Path(args.results).read_text(encoding="utf-8"))
-    ledger = Ledger(repo / cfg.paths.ledger)
+    state = TickState.model_validate_json(Path(args.tick).read_text(encoding="utf-8"))
+    results = TickResults.model_validate_json(Path(args.results).read_text(encoding="utf-8"))
     forge = make_forge(cfg, repo)
     summarizer = None
     if cfg.proposer == "anthropic" and os.environ.get("ANTHROPIC_API_KEY"):
         summarizer = getattr(make_proposer(cfg), "summarize_for_learnings", None)
-    records = tick.judge(
-        cfg, state, results, forge, ledger, repo, summarizer=summarizer, progress=console.print
+    records = judge(
+        cfg, state, results, forge, make_ledger(cfg, repo), summarizer=summarizer, progress=console.print
     )
-    from autoresearch_ci.learnings import render_results_table
-
-    table = render_results_table([r for r in records if r.kind == "experiment"])
-    _summary(f"### Verdicts for tick {state.tick_id}\n\n{table}")
+    table = tables.render_results_table([r for r in records if r.kind == "experiment"])
+    _summary(tables.verdicts_summary(state.tick_id, table))
     _out(table)
     return 0
 
 
-def _print_status(ledger: Ledger, limit: int) -> None:
-    """A terminal-width table (the markdown one in learnings.py is for PR comments and summaries)."""
-    from tabulate import tabulate
-
-    rows = []
-    for r in ledger.experiments()[-limit:]:
-        v = r.verdict
-        vals = r.ok_values()
-        rows.append(
-            [
-                r.id,
-                v.decision if v else "?",
-                f"{sum(vals) / len(vals):.4f}" if vals else "-",
-                f"{v.delta:+.4f}" if v and v.delta is not None else "-",
-                f"{v.threshold:.4f}" if v and v.threshold is not None else "-",
-                (r.hypothesis or (v.reason if v else ""))[:48],
-            ]
-        )
-    if rows:
-        print(tabulate(rows, headers=["experiment", "verdict", "val_bpb", "delta", "bar", "hypothesis"]))
-    else:
-        print("no experiments yet")
-    best = ledger.best()
-    if best is not None:
-        value, rec = best
-        print(f"best so far: val_bpb {value:.4f} ({rec.id}: {rec.hypothesis[:80]})")
-    else:
-        print("no kept experiment yet")
+def _print_status(cfg: Config, repo: Path, limit: int) -> None:
+    ledger = make_ledger(cfg, repo)
+    print(tables.status_table(ledger.experiments()[-limit:], ledger.best()))
 
 
 def cmd_status(args: argparse.Namespace) -> int:
     cfg, repo = _config(args)
-    _print_status(Ledger(repo / cfg.paths.ledger), args.limit)
+    _print_status(cfg, repo, args.limit)
     return 0
+
+
+def _build_site(args: argparse.Namespace) -> Path:
+    from dashboard.build import build_site
+
+    cfg, repo = _config(args)
+    return build_site(
+        repo / cfg.paths.ledger, repo / cfg.paths.resources, Path(args.out), repo_url=repo_url(cfg)
+    )
 
 
 def cmd_publish(args: argparse.Namespace) -> int:
-    cfg, repo = _config(args)
-    from dashboard.build import build_site
-
-    out = build_site(
-        repo / cfg.paths.ledger, repo / cfg.paths.resources, Path(args.out), repo_url=_repo_url(cfg)
-    )
-    console.print(f"dashboard written to {out}")
+    console.print(f"dashboard written to {_build_site(args)}")
     return 0
-
-
-def _repo_url(cfg: Config) -> str | None:
-    slug = cfg.github.repo or os.environ.get("GITHUB_REPOSITORY")
-    server = os.environ.get("GITHUB_SERVER_URL", "https://github.com")
-    return f"{server}/{slug}" if slug else None
 
 
 def cmd_dashboard(args: argparse.Namespace) -> int:
@@ -288,19 +244,13 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
         return cmd_publish(args)
     from dashboard.serve import serve
 
-    cfg, repo = _config(args)
-    from dashboard.build import build_site
-
-    out = build_site(
-        repo / cfg.paths.ledger, repo / cfg.paths.resources, Path(args.out), repo_url=_repo_url(cfg)
-    )
-    serve(out, host=args.host, port=args.port)
+    serve(_build_site(args), host=args.host, port=args.port)
     return 0
 
 
 def cmd_ledger(args: argparse.Namespace) -> int:
     cfg, repo = _config(args)
-    ledger = Ledger(repo / cfg.paths.ledger)
+    ledger = make_ledger(cfg, repo)
     if args.action == "check":
         records, problems = ledger.read(strict=False)
         console.print(f"{len(records)} record(s), {len(problems)} problem(s)")

@@ -12,8 +12,9 @@ A rule in program.md is a norm; this is the boundary. `check()` is pure (data in
   arguments of *seed*() calls are normalised, the ASTs are equal. A new seed is a new draw of the
   noise, not an idea (the kept "random seed 42 -> 137" step of autoresearch's teaser run).
 
-`run_guard_command()` runs the optional guard_command (tests, lint) with a hard timeout, in a clean
-environment that carries no secret.
+`run_guard_command()` runs the optional guard_command (tests, lint) with a hard timeout, in an
+environment that carries only what a shell command needs (SAFE_ENV) and never a secret (the same
+rule as the harness's: runners.process.without_secrets).
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING
+
+from autoresearch_ci.runners.process import without_secrets
 
 if TYPE_CHECKING:
     from autoresearch_ci.config import Config
@@ -42,7 +45,7 @@ LOCK_NAMES = {
     "program.md": "the research program is locked (the human edits it)",
 }
 
-# Environment variables a guard command may see; everything else (tokens, keys) is dropped.
+# Environment variables a guard command may see (plus LC_*); everything else is dropped.
 SAFE_ENV = (
     "PATH",
     "HOME",
@@ -254,10 +257,9 @@ def check(
 # the optional guard command
 
 
-def clean_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k in SAFE_ENV or k.startswith("LC_")}
-    env.update(extra or {})
-    return env
+def command_env() -> dict[str, str]:
+    """The guard command's environment: the allowlist above, and never a secret."""
+    return without_secrets({k: v for k, v in os.environ.items() if k in SAFE_ENV or k.startswith("LC_")})
 
 
 def run_guard_command(command: str, workdir: Path | str, timeout: float) -> tuple[bool, str]:
@@ -270,7 +272,7 @@ def run_guard_command(command: str, workdir: Path | str, timeout: float) -> tupl
             command,
             shell=True,
             cwd=str(workdir),
-            env=clean_env(),
+            env=command_env(),
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,

@@ -1,7 +1,8 @@
 """The ledger: every experiment and baseline measurement, one JSON line each, append-only.
 
 It is the single source of truth the PR comments, results.tsv, resources.md and the dashboard are
-rendered from, so it must survive anything a CI job can do to it:
+rendered from (report/ and dashboard/ read it through this class), so it must survive anything a
+CI job can do to it:
 
 - an append is one os.write() of the whole line on an O_APPEND descriptor, then fsync (and an
   fsync of the directory when the file is created). A process killed mid-append can leave at most
@@ -26,33 +27,10 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
+from autoresearch_ci import baselines
+from autoresearch_ci.files import fsync_dir, write_atomically
 from autoresearch_ci.records import SCHEMA_VERSION, ExperimentRecord, utcnow
-
-# karpathy's results.tsv columns, then ours.
-TSV_COLUMNS = [
-    "commit",
-    "val_bpb",
-    "memory_gb",
-    "status",
-    "description",
-    "id",
-    "decision",
-    "preset",
-    "runner",
-    "device",
-    "delta",
-    "threshold",
-    "pr_url",
-]
-# karpathy's status has three values; ours has more. The exact decision is in its own column.
-TSV_STATUS = {
-    "keep": "keep",
-    "discard": "discard",
-    "invalid": "discard",
-    "crash": "crash",
-    "infra-error": "crash",
-    "proposal-failed": "crash",
-}
+from autoresearch_ci.report.tables import results_tsv
 
 
 @dataclass(frozen=True)
@@ -80,14 +58,6 @@ class LedgerCorruptError(RuntimeError):
             f"`autoresearch-ci ledger repair` moves them to {path.name}.corrupt, with when and why, "
             "and keeps every good record."
         )
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _parse(raw: bytes) -> ExperimentRecord:
@@ -155,7 +125,7 @@ class Ledger:
         finally:
             os.close(fd)
         if created:
-            _fsync_dir(self.path.parent)
+            fsync_dir(self.path.parent)
         self._cache = None
 
     def extend(self, records: Iterable[ExperimentRecord]) -> None:
@@ -222,47 +192,14 @@ class Ledger:
         *,
         train_sha256: str | None = None,
     ) -> list[ExperimentRecord]:
-        """Baseline measurements of `commit` on this preset and runner (and device, when given).
-
-        With train_sha256, a baseline of another commit whose runs measured the same train.py bytes
-        counts too: a bookkeeping commit (ledger, resources.md) does not change what is measured."""
-
-        def same_code(r: ExperimentRecord) -> bool:
-            return train_sha256 is not None and any(
-                o.metrics is not None and o.metrics.train_sha256 == train_sha256 for o in r.runs
-            )
-
-        return [
-            r
-            for r in self.records()
-            if r.kind == "baseline"
-            and (commit in (r.parent_commit, r.candidate_commit) or same_code(r))
-            and r.preset == preset
-            and r.runner == runner
-            and (device is None or r.device is None or r.device == device)
-        ]
+        """Baseline measurements of `commit` (see baselines.matching)."""
+        return baselines.matching(self.records(), commit, preset, runner, device, train_sha256=train_sha256)
 
     def baseline_groups(
-        self, preset: str, runner: str, device: str | None = None, limit: int | None = 20
+        self, preset: str, runner: str, device: str | None = None, limit: int | None = baselines.NOISE_GROUPS
     ) -> dict[str, list[float]]:
-        """val_bpb of every ok baseline run, grouped by the train.py measured (newest `limit` groups):
-        the input of judge.noise_estimate."""
-        groups: dict[str, list[float]] = {}
-        for r in self.records():
-            if r.kind != "baseline" or r.preset != preset or r.runner != runner:
-                continue
-            if device is not None and r.device is not None and r.device != device:
-                continue
-            # Grouped by what was measured (train.py's bytes), not by commit: the ledger's own
-            # bookkeeping commits move main without changing the code under test.
-            key = next(
-                (o.metrics.train_sha256 for o in r.runs if o.metrics is not None and o.metrics.train_sha256),
-                r.parent_commit,
-            )
-            if values := r.ok_values():  # re-inserting moves the group to the end: newest last
-                groups[key] = groups.pop(key, []) + values
-        items = list(groups.items())
-        return dict(items[-limit:] if limit else items)
+        """val_bpb of the ok baseline runs, grouped by the train.py measured (see baselines.groups)."""
+        return baselines.groups(self.records(), preset, runner, device, limit)
 
     def recent(self, n: int) -> list[ExperimentRecord]:
         """The last n experiments (not baselines), oldest first."""
@@ -333,13 +270,7 @@ class Ledger:
             keep = b"".join(
                 raw + b"\n" for i, raw in enumerate(lines, start=1) if i not in bad and raw.strip()
             )
-            tmp = self.path.with_name(self.path.name + ".tmp")
-            with open(tmp, "wb") as f:
-                f.write(keep)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, self.path)
-            _fsync_dir(self.path.parent)
+            write_atomically(self.path, keep)
         finally:
             os.close(fd)
         self._cache = None
@@ -355,42 +286,9 @@ class Ledger:
     # -- export ------------------------------------------------------------------------------
 
     def export_tsv(self, path: Path | str | None = None) -> str:
-        """karpathy's results.tsv (commit, val_bpb, memory_gb, status, description) plus our columns,
-        one row per judged experiment. Written atomically to `path` when given; returned either way."""
-        return export_tsv(self.experiments(), path)
-
-
-def _tsv_row(r: ExperimentRecord) -> list[str]:
-    v = r.verdict
-    ok_mem = [o.metrics.peak_memory_mb for o in r.runs if o.metrics is not None and o.metrics.peak_memory_mb]
-    kept_or_discarded = v.decision in ("keep", "discard") and v.candidate_mean is not None
-    val = v.candidate_mean if kept_or_discarded else 0.0  # karpathy writes 0.000000 for a crash
-    mem = max(ok_mem) / 1024 if ok_mem and kept_or_discarded else 0.0
-    desc = " ".join((r.hypothesis or "").split())  # no tabs or newlines inside a cell
-    return [
-        (r.candidate_commit or "")[:7],
-        f"{val:.6f}",
-        f"{mem:.1f}",
-        TSV_STATUS[v.decision],
-        desc,
-        r.id,
-        v.decision,
-        r.preset,
-        r.runner,
-        r.device or "",
-        "" if v.delta is None else f"{v.delta:+.6f}",
-        "" if v.threshold is None else f"{v.threshold:.6f}",
-        r.pr_url or "",
-    ]
-
-
-def export_tsv(records: Iterable[ExperimentRecord], path: Path | str | None = None) -> str:
-    rows = [TSV_COLUMNS] + [_tsv_row(r) for r in records if r.kind == "experiment" and r.verdict is not None]
-    text = "".join("\t".join(row) + "\n" for row in rows)
-    if path is not None:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
-    return text
+        """results.tsv of the judged experiments (see report.tables.results_tsv). Written atomically
+        to `path` when given; returned either way."""
+        text = results_tsv(self.experiments())
+        if path is not None:
+            write_atomically(path, text)
+        return text

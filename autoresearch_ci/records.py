@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Literal
 
@@ -88,6 +89,20 @@ class RunOutcome(BaseModel):
     started_at: datetime = Field(default_factory=utcnow)
     finished_at: datetime = Field(default_factory=utcnow)
     log_tail: str = ""
+
+
+def ok_runs(outcomes: Iterable[RunOutcome]) -> list[RunOutcome]:
+    """The runs that produced a val_bpb: status ok and a value. The one definition of "the ok runs"."""
+    return [
+        o
+        for o in outcomes
+        if o.metrics is not None and o.metrics.status == "ok" and o.metrics.val_bpb is not None
+    ]
+
+
+def ok_values(outcomes: Iterable[RunOutcome]) -> list[float]:
+    """val_bpb of the ok runs, in run order."""
+    return [o.metrics.val_bpb for o in ok_runs(outcomes)]
 
 
 class LLMUsage(BaseModel):
@@ -193,8 +208,4 @@ class ExperimentRecord(BaseModel):
     harness_sha256: str | None = None
 
     def ok_values(self) -> list[float]:
-        return [
-            r.metrics.val_bpb
-            for r in self.runs
-            if r.metrics is not None and r.metrics.status == "ok" and r.metrics.val_bpb is not None
-        ]
+        return ok_values(self.runs)

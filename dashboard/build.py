@@ -7,7 +7,8 @@ tag (no fetch), the script and the stylesheet are copied next to it, nothing is 
 network at view time. Patches and run logs stay out of the embedded data to keep the page small;
 the table links to the PR, the commit and the Actions run instead.
 
-What the page shows is computed here, in Python, where it is tested: `summarize()` gives the header
+The ledger is read through `autoresearch_ci.ledger.Ledger`, as everything else reads it. What the
+page shows is computed here, in Python, where it is tested: `summarize()` gives the header
 figures, `page_data()` the compact rows the chart and the table are drawn from. The browser only
 draws. Every string from the ledger reaches the page either JSON-encoded inside the data tag (with
 `<`, `>` and `&` escaped, so a hypothesis cannot close the tag) or HTML-escaped.
@@ -27,7 +28,8 @@ from collections.abc import Iterable
 from datetime import UTC, datetime
 from pathlib import Path
 
-from autoresearch_ci.records import ExperimentRecord
+from autoresearch_ci.ledger import Ledger, LedgerProblem
+from autoresearch_ci.records import ExperimentRecord, ok_values
 from dashboard import markdown
 
 HERE = Path(__file__).resolve().parent
@@ -72,35 +74,11 @@ COLUMNS = [
 # --- reading the ledger ------------------------------------------------------------------------
 
 
-def _read_lines(path: Path) -> tuple[list[ExperimentRecord], list[str]]:
-    """Parse the JSONL line by line; a line that does not parse is skipped with a warning."""
-    records: list[ExperimentRecord] = []
-    bad: list[int] = []
-    with path.open("r", encoding="utf-8", errors="replace") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                records.append(ExperimentRecord.model_validate_json(line))
-            except ValueError:
-                bad.append(lineno)
-    warnings = []
-    if bad:
-        where = ", ".join(str(x) for x in bad[:5]) + (" …" if len(bad) > 5 else "")
-        warnings.append(
-            f"{len(bad)} ledger line{'s' if len(bad) > 1 else ''} could not be read and "
-            f"{'were' if len(bad) > 1 else 'was'} skipped (line {where}): a torn or damaged write."
-        )
-    return records, warnings
-
-
-def _problem_text(problems: list) -> list[str]:
+def _problem_text(problems: list[LedgerProblem]) -> list[str]:
     if not problems:
         return []
-    lines = ", ".join(str(getattr(p, "line", "?")) for p in problems[:5]) + (
-        " …" if len(problems) > 5 else ""
-    )
-    first = getattr(problems[0], "error", str(problems[0]))
+    lines = ", ".join(str(p.line) for p in problems[:5]) + (" …" if len(problems) > 5 else "")
+    first = problems[0].error
     n = len(problems)
     return [
         f"{n} ledger line{'s' if n > 1 else ''} could not be read and {'were' if n > 1 else 'was'} skipped "
@@ -111,33 +89,18 @@ def _problem_text(problems: list) -> list[str]:
 def load_records(ledger_path: str | Path | None) -> tuple[list[ExperimentRecord], list[str]]:
     """The ledger's records and the warnings to show about it. Never raises for bad content.
 
-    Reads through the project's `Ledger` (non-strict: bad lines become warnings, the same id written
-    twice keeps the last line); falls back to a tolerant line-by-line parse if that reader fails."""
+    Reads through the project's `Ledger`, non-strict: a bad line becomes a warning, the same id
+    written twice keeps the last line."""
     if ledger_path is None:
         return [], []
     path = Path(ledger_path)
     if not path.exists():
         return [], []
-    warnings: list[str] = []
-    try:
-        from autoresearch_ci.ledger import Ledger
-    except ImportError:  # pragma: no cover - the ledger module ships with the package
-        Ledger = None
-    if Ledger is not None and path.is_file():
-        try:
-            records, problems = Ledger(path).read(strict=False)
-        except Exception as exc:  # never let the reader take the page down: fall back below
-            warnings.append(
-                f"the ledger reader failed ({type(exc).__name__}: {exc}); read line by line instead."
-            )
-        else:
-            # a line that parsed but only lacks its final newline is not a loss: not worth a banner
-            lost = [p for p in problems if not getattr(p, "parsed_ok", False)]
-            return records, _problem_text(lost)
     if not path.is_file():
-        return [], warnings + [f"{path} is not a file."]
-    records, more = _read_lines(path)
-    return records, warnings + more
+        return [], [f"{path} is not a file."]
+    records, problems = Ledger(path).read(strict=False)
+    # a line that parsed but only lacks its final newline is not a loss: not worth a banner
+    return records, _problem_text([p for p in problems if not p.parsed_ok])
 
 
 # --- figures -----------------------------------------------------------------------------------
@@ -176,15 +139,8 @@ def value_of(rec: ExperimentRecord) -> float | None:
     """The candidate's val_bpb: the judge's mean when there is one, else the mean of its ok runs."""
     v = rec.verdict.candidate_mean if rec.verdict is not None else None
     if v is None:
-        vals = [
-            r.metrics.val_bpb
-            for r in rec.runs
-            if (rec.kind == "baseline" or r.request.role != "baseline")
-            and r.metrics is not None
-            and r.metrics.status == "ok"
-            and r.metrics.val_bpb is not None
-            and math.isfinite(r.metrics.val_bpb)
-        ]
+        own = [r for r in rec.runs if rec.kind == "baseline" or r.request.role != "baseline"]
+        vals = [x for x in ok_values(own) if math.isfinite(x)]
         v = statistics.fmean(vals) if vals else None
     return v if v is not None and math.isfinite(v) else None
 

@@ -9,8 +9,9 @@ from support.fake_github import FakeGitHub
 from support.gitrepo import clone, init_bare_remote, init_repo
 
 from autoresearch_ci.forge.base import ForgeError
-from autoresearch_ci.forge.github import RESULTS_MARKER, GitHubForge
-from autoresearch_ci.gitops import Git
+from autoresearch_ci.forge.git import Git
+from autoresearch_ci.forge.github import GitHubForge
+from autoresearch_ci.report.pr import COMMENT_MARKER as RESULTS_MARKER
 
 NEW_TRAIN = "LR = 0.02\nSTEPS = 10\n"
 EXP = "20261122-141503-3f2a9c"

@@ -6,8 +6,8 @@ import pytest
 from support.gitrepo import clone, init_bare_remote, init_repo
 
 from autoresearch_ci.forge.base import ForgeError
+from autoresearch_ci.forge.git import Git
 from autoresearch_ci.forge.local import ARCHIVE_PREFIX, LocalForge
-from autoresearch_ci.gitops import Git
 
 NEW_TRAIN = "LR = 0.02\nSTEPS = 10\n"
 

@@ -7,8 +7,9 @@ import os
 import pytest
 from support.gitrepo import clone, init_bare_remote, init_repo
 
-from autoresearch_ci import gitops
-from autoresearch_ci.gitops import Git, GitError, MergeConflict
+from autoresearch_ci.forge import gitcore as gitops
+from autoresearch_ci.forge.git import Git
+from autoresearch_ci.forge.gitcore import GitError, MergeConflict
 
 
 @pytest.fixture

@@ -8,18 +8,12 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 import pytest
 
-from autoresearch_ci import judge
+from autoresearch_ci.baselines import baseline_is_stale, baseline_staleness
 from autoresearch_ci.config import Config, JudgeConfig
-from autoresearch_ci.judge import (
-    NeedConfirmation,
-    NoiseEstimate,
-    decide,
-    noise_estimate,
-    simulate,
-    t_multiplier,
-)
 from autoresearch_ci.ledger import Ledger
+from autoresearch_ci.noise import NoiseEstimate, noise_estimate, t_multiplier
 from autoresearch_ci.records import BaselineStats, ExperimentRecord, RunMetrics, RunOutcome, RunRequest
+from autoresearch_ci.verdict import NeedConfirmation, decide, simulate
 
 CFG = JudgeConfig()
 
@@ -264,11 +258,11 @@ def test_baseline_staleness(tmp_path):
     t0 = datetime(2026, 11, 22, 0, 0, tzinfo=UTC)
     cfg = Config(judge=JudgeConfig(baseline_max_age_hours=24, baseline_max_experiments=3))
     ledger = Ledger(tmp_path / "l.jsonl")
-    assert "no baseline" in judge.baseline_staleness(ledger, "aaa", cfg, now=t0)
+    assert "no baseline" in baseline_staleness(ledger, "aaa", cfg, now=t0)
     ledger.append(_baseline_rec(0, "aaa", t0))
-    assert not judge.baseline_is_stale(ledger, "aaa", cfg, now=t0 + timedelta(hours=23))
-    assert "h old" in judge.baseline_staleness(ledger, "aaa", cfg, now=t0 + timedelta(hours=25))
-    assert judge.baseline_is_stale(ledger, "aaa", cfg, runner="modal", now=t0)  # other runner: none measured
+    assert not baseline_is_stale(ledger, "aaa", cfg, now=t0 + timedelta(hours=23))
+    assert "h old" in baseline_staleness(ledger, "aaa", cfg, now=t0 + timedelta(hours=25))
+    assert baseline_is_stale(ledger, "aaa", cfg, runner="modal", now=t0)  # other runner: none measured
     for i in range(3):
         ledger.append(
             ExperimentRecord(
@@ -279,6 +273,6 @@ def test_baseline_staleness(tmp_path):
                 created_at=t0 + timedelta(minutes=10 + i),
             )
         )
-    assert "3 experiments judged" in judge.baseline_staleness(ledger, "aaa", cfg, now=t0 + timedelta(hours=1))
+    assert "3 experiments judged" in baseline_staleness(ledger, "aaa", cfg, now=t0 + timedelta(hours=1))
     ledger.append(_baseline_rec(1, "aaa", t0 + timedelta(hours=2)))  # re-measured: fresh again
-    assert not judge.baseline_is_stale(ledger, "aaa", cfg, now=t0 + timedelta(hours=3))
+    assert not baseline_is_stale(ledger, "aaa", cfg, now=t0 + timedelta(hours=3))

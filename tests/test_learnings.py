@@ -7,15 +7,6 @@ import re
 import pytest
 from support.synthetic_ledger import synthetic_records
 
-from autoresearch_ci import learnings
-from autoresearch_ci.learnings import (
-    PR_COMMENT_MARK,
-    append_entry,
-    condense,
-    render_pr_comment,
-    render_results_table,
-    summarize,
-)
 from autoresearch_ci.records import (
     BaselineStats,
     ExperimentRecord,
@@ -24,6 +15,12 @@ from autoresearch_ci.records import (
     RunRequest,
     Verdict,
 )
+from autoresearch_ci.report import resources as learnings
+from autoresearch_ci.report.pr import COMMENT_MARKER as PR_COMMENT_MARK
+from autoresearch_ci.report.pr import render_pr_comment
+from autoresearch_ci.report.resources import append_entry, condense
+from autoresearch_ci.report.summary import summarize
+from autoresearch_ci.report.tables import render_results_table
 
 
 def rec(i, decision, delta=None, edit=None, hyp="", pr=None, error=None) -> ExperimentRecord:

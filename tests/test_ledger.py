@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from autoresearch_ci.ledger import TSV_COLUMNS, Ledger, LedgerCorruptError
+from autoresearch_ci.ledger import Ledger, LedgerCorruptError
 from autoresearch_ci.records import (
     SCHEMA_VERSION,
     ExperimentRecord,
@@ -25,6 +25,7 @@ from autoresearch_ci.records import (
     RunRequest,
     Verdict,
 )
+from autoresearch_ci.report.tables import TSV_COLUMNS
 
 REPO = Path(__file__).resolve().parents[1]
 T0 = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)

@@ -12,13 +12,8 @@ from pathlib import Path
 import pytest
 
 from autoresearch_ci.proposers.base import ProposalContext
-from autoresearch_ci.proposers.offline import (
-    OfflineProposer,
-    apply_move,
-    candidate_moves,
-    find_constants,
-    format_literal,
-)
+from autoresearch_ci.proposers.constants import apply_move, candidate_moves, find_constants, format_literal
+from autoresearch_ci.proposers.offline import OfflineProposer
 from autoresearch_ci.records import ExperimentRecord, Proposal, Verdict
 
 HERE = Path(__file__).resolve().parent

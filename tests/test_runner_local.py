@@ -15,7 +15,7 @@ import pytest
 
 from autoresearch_ci.records import RunRequest
 from autoresearch_ci.runners.local import LocalRunner
-from autoresearch_ci.runners.process import harness_env, is_secret_name, scrub_env
+from autoresearch_ci.runners.process import harness_env, is_secret_name, without_secrets
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -49,7 +49,7 @@ def test_scrub_env_drops_credentials_and_keeps_the_rest():
         "MY_SECRET_THING": "x", "db_password": "x", "ACTIONS_ID_TOKEN_REQUEST_URL": "x", "SSH_KEY": "x",
         "PATH": "/usr/bin", "HOME": "/root", "AUTORESEARCH_CACHE": "/c", "OMP_NUM_THREADS": "2", "LANG": "C",
     }  # fmt: skip
-    kept = scrub_env(env)
+    kept = without_secrets(env)
     assert set(kept) == {"PATH", "HOME", "AUTORESEARCH_CACHE", "OMP_NUM_THREADS", "LANG"}
     assert is_secret_name("fake_token") and not is_secret_name("TOKENIZERS_PARALLELISM")
 

@@ -63,7 +63,7 @@ def refuse(*a, **k):
     raise OSError("network used at import")
 socket.socket.connect = refuse
 socket.create_connection = refuse
-import autoresearch_ci.modal_app as m
+import autoresearch_ci.runners.modal_app as m
 import modal
 assert isinstance(m.app, modal.App) and m.app.name == "autoresearch-ci"
 assert isinstance(m.run_candidate, modal.Function) and isinstance(m.prepare_data, modal.Function)
@@ -83,10 +83,10 @@ print("ok")
 
 def test_the_app_refuses_to_load_as_a_file_and_says_how():
     res = subprocess.run(
-        [sys.executable, str(REPO / "autoresearch_ci" / "modal_app.py")],
+        [sys.executable, str(REPO / "autoresearch_ci" / "runners" / "modal_app.py")],
         cwd=REPO, capture_output=True, text=True, timeout=120,
     )  # fmt: skip
-    assert res.returncode != 0 and "modal deploy -m autoresearch_ci.modal_app" in res.stderr
+    assert res.returncode != 0 and "modal deploy -m autoresearch_ci.runners.modal_app" in res.stderr
 
 
 def test_timeouts_cover_the_preset_deadline_and_the_modal_retries():
@@ -280,14 +280,14 @@ def test_real_call_spawns_with_per_preset_options_and_cancels_a_call_it_gave_up_
 
 
 def local_call(payload: str, timeout: float) -> str:
-    from autoresearch_ci.modal_app import run_candidate
+    from autoresearch_ci.runners.modal_app import run_candidate
 
     return run_candidate.local(payload)
 
 
 @pytest.mark.slow
 def test_run_candidate_local_runs_the_harness_and_returns_metrics(prepared_tiny):
-    from autoresearch_ci.modal_app import run_candidate
+    from autoresearch_ci.runners.modal_app import run_candidate
 
     reply = json.loads(run_candidate.local(request((REPO / "train.py").read_text()).model_dump_json()))
     assert reply["exit_code"] == 0 and reply["usage_error"] is None
@@ -319,7 +319,7 @@ def test_a_candidate_crash_on_the_gpu_is_charged(prepared_tiny):
 
 @pytest.mark.slow
 def test_harness_exit_3_in_the_container_raises_and_is_infra(tmp_path, monkeypatch, prepared_tiny):
-    from autoresearch_ci.modal_app import HarnessInfraError, run_candidate
+    from autoresearch_ci.runners.modal_app import HarnessInfraError, run_candidate
 
     empty = tmp_path / "empty"
     empty.mkdir()
@@ -332,7 +332,7 @@ def test_harness_exit_3_in_the_container_raises_and_is_infra(tmp_path, monkeypat
 
 @pytest.mark.slow
 def test_a_usage_error_in_the_container_is_returned_not_raised(prepared_tiny):
-    from autoresearch_ci.modal_app import run_candidate
+    from autoresearch_ci.runners.modal_app import run_candidate
 
     # Raising would make Modal retry a call that fails the same way every time.
     reply = json.loads(run_candidate.local(request(preset="no-such-preset").model_dump_json()))
@@ -348,7 +348,7 @@ def test_an_unknown_preset_starts_no_container():
 
 @pytest.mark.slow
 def test_prepare_data_local_is_idempotent(prepared_tiny):
-    from autoresearch_ci.modal_app import prepare_data
+    from autoresearch_ci.runners.modal_app import prepare_data
 
     reply = json.loads(prepare_data.local("tiny"))
     assert reply["preset"] == "tiny" and reply["seconds"] >= 0

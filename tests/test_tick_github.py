@@ -39,9 +39,9 @@ from support.tick_fixtures import (
     weak_train_py,
 )
 
-from autoresearch_ci.forge.github import RESULTS_MARKER
-from autoresearch_ci.gitops import Git
-from autoresearch_ci.tick import TickResults, TickState
+from autoresearch_ci.forge.git import Git
+from autoresearch_ci.report.pr import COMMENT_MARKER as RESULTS_MARKER
+from autoresearch_ci.steps.state import TickResults, TickState
 
 SLUG = "o/r"
 TOKEN = "ghs_test_token"

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from support import tick_steps as tick
 from support.tick_fixtures import (
     InfraFailingRunner,
     ScriptedProposer,
@@ -28,11 +29,11 @@ from support.tick_fixtures import (
     refs,
 )
 
-from autoresearch_ci import cli, tick
+from autoresearch_ci import cli
 from autoresearch_ci.config import load_config
 from autoresearch_ci.forge.base import ForgeError
+from autoresearch_ci.forge.git import Git
 from autoresearch_ci.forge.local import ARCHIVE_PREFIX, LocalForge
-from autoresearch_ci.gitops import Git
 from autoresearch_ci.ledger import Ledger
 from autoresearch_ci.records import (
     ExperimentRecord,

@@ -4,19 +4,40 @@ Two implementations share this shape: `local` (git in the working repository, th
 and `github` (PyGithub against the GitHub REST API). The loop never knows which one it holds.
 Every method is idempotent: calling it twice with the same arguments leaves the same state, so a
 tick that died half-way can simply run again.
+
+A step never touches a path of the repository: the forge gives it a throwaway checkout of a commit
+(`worktree`, where the guard command runs) and the text of a bookkeeping file (`working_text`), and
+takes files back (`write_files`, then `persist` commits and pushes them). Both forges hold a git
+checkout of the base branch for this; `GitCheckout` is what they share about it.
 """
 
 from __future__ import annotations
 
-from typing import Literal, Protocol
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import AbstractContextManager, contextmanager
+from pathlib import Path
+from typing import Literal, Protocol, TypeVar
 
+from autoresearch_ci.forge.git import Git
+from autoresearch_ci.forge.gitcore import GitError
 from autoresearch_ci.records import Candidate
 
+T = TypeVar("T")
+
 StatusState = Literal["pending", "success", "failure", "error"]
+
+BRANCH_PREFIX = "autoresearch/"  # a candidate is branch autoresearch/<experiment id>
+STATUS_CONTEXT = "autoresearch/eval"  # the commit status the judge sets (a required check, if you like)
+STATUS_DESCRIPTION_LIMIT = 140  # GitHub keeps this many characters of a status description
 
 
 class ForgeError(RuntimeError):
     """A forge operation failed in a way a retry will not fix; the message says what to change."""
+
+
+def candidate_message(title: str, body: str, experiment_id: str) -> str:
+    """The commit message of a candidate: the PR's title and body, and the experiment as a trailer."""
+    return f"{title.strip()}\n\n{body.strip()}\n\nExperiment: {experiment_id}\n"
 
 
 class Forge(Protocol):
@@ -41,6 +62,9 @@ class Forge(Protocol):
     def diff(self, base_commit: str, commit: str) -> str:
         """The unified diff between two commits."""
 
+    def worktree(self, commit: str) -> AbstractContextManager[Path]:
+        """A throwaway checkout of a commit, removed when the context ends."""
+
     def set_status(self, candidate: Candidate, state: StatusState, description: str) -> None:
         """Commit status `autoresearch/eval` on the candidate commit (no-op where unsupported)."""
 
@@ -55,6 +79,59 @@ class Forge(Protocol):
         """Take a discarded candidate off the active branches without losing it; returns the ref
         (or PR URL) where its commit can still be found."""
 
+    def working_text(self, path: str) -> str | None:
+        """A bookkeeping file (resources.md) as the forge's checkout holds it now; None when absent."""
+
+    def write_files(self, files: Mapping[str, str]) -> None:
+        """Put bookkeeping files (path -> full text) into the forge's checkout, each atomically."""
+
     def persist(self, paths: list[str], message: str) -> str:
         """Commit bookkeeping files (ledger, resources.md) to the base branch and make them durable
         (push where there is a remote), retrying a rejected non-fast-forward push; returns the commit."""
+
+
+class GitCheckout:
+    """What both forges do the same way with their git checkout (`self.git`). A git failure becomes
+    a ForgeError through `_git_error`, which a forge may enrich with hints; `_have` makes sure the
+    checkout holds some commits before they are read (a no-op where it always does)."""
+
+    git: Git
+
+    def _git_error(self, e: GitError) -> ForgeError:
+        return ForgeError(str(e))
+
+    def _git(self, fn: Callable[..., T], *args, **kwargs) -> T:
+        try:
+            return fn(*args, **kwargs)
+        except GitError as e:
+            raise self._git_error(e) from e
+
+    def _have(self, *shas: str, fetch_ref: str | None = None) -> None:
+        pass
+
+    def read_file(self, commit: str, path: str) -> str:
+        self._have(commit)
+        return self._git(self.git.show_file, commit, path)
+
+    def changed_files(self, base_commit: str, commit: str) -> list[str]:
+        self._have(base_commit, commit)
+        return self._git(self.git.changed_files, base_commit, commit)
+
+    def diff(self, base_commit: str, commit: str) -> str:
+        self._have(base_commit, commit)
+        return self._git(self.git.diff, base_commit, commit)
+
+    @contextmanager
+    def worktree(self, commit: str) -> Iterator[Path]:
+        self._have(commit)
+        try:
+            with self.git.worktree(commit) as path:
+                yield path
+        except GitError as e:
+            raise self._git_error(e) from e
+
+    def working_text(self, path: str) -> str | None:
+        return self._git(self.git.read_worktree_file, path)
+
+    def write_files(self, files: Mapping[str, str]) -> None:
+        self._git(self.git.write_worktree_files, files)

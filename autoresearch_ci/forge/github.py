@@ -1,7 +1,7 @@
 """The GitHub forge: candidates as branches with pull requests, the ledger on main.
 
 Two channels, each for what it does best:
-- git (gitops) pushes the candidate branch (one commit built off the work tree) and persists the
+- git (forge/git.py) pushes the candidate branch (one commit built off the work tree) and persists the
   bookkeeping files on main, re-applying them when the push loses a race with a merge;
 - PyGithub does the rest: the PR (hypothesis, diff summary, labels), the commit status
   `autoresearch/eval`, the results comment (one per PR, found again by a hidden marker and edited),
@@ -9,66 +9,38 @@ Two channels, each for what it does best:
 
 Every operation is idempotent so a tick can be re-run: an existing PR is found by its head before
 one is created (and a 422 "already exists" after a retried POST is answered by fetching it), a
-merged PR returns its merge commit, a deleted branch stays deleted.
-
-Retries: PyGithub's GithubRetry handles 5xx and rate limits (it sleeps until X-RateLimit-Reset) for
-GET/POST/PUT/DELETE. It does not retry PATCH, so the PATCHes we send (close a PR, edit a comment),
-which are idempotent, get a bounded retry of their own. What is still failing after that becomes a
-ForgeError whose message names the permission or repository setting to change.
+merged PR returns its merge commit, a deleted branch stays deleted. The API calls, their retries
+and the errors that name the permission or setting to change are in github_api.py.
 """
 
 from __future__ import annotations
 
 import base64
-import json
 import os
 import time
-from collections.abc import Callable
-from typing import Literal, TypeVar
+from typing import Literal
 
-import requests
-from github import (
-    Auth,
-    BadCredentialsException,
-    Github,
-    GithubException,
-    GithubRetry,
-    RateLimitExceededException,
-    UnknownObjectException,
-)
+from github import GithubException, UnknownObjectException
 from github.PullRequest import PullRequest
 from github.Repository import Repository
 
-from autoresearch_ci import gitops
-from autoresearch_ci.forge.base import ForgeError, StatusState
+from autoresearch_ci.forge.base import (
+    BRANCH_PREFIX,
+    STATUS_CONTEXT,
+    STATUS_DESCRIPTION_LIMIT,
+    ForgeError,
+    GitCheckout,
+    StatusState,
+    candidate_message,
+)
+from autoresearch_ci.forge.git import Git
+from autoresearch_ci.forge.gitcore import GIT_TIMEOUT_S, PUSH_ATTEMPTS, GitError, PushRejected
+from autoresearch_ci.forge.github_api import HINTS, GitHubAPI, error_message
 from autoresearch_ci.records import Candidate
-
-T = TypeVar("T")
-
-BRANCH_PREFIX = "autoresearch/"
-STATUS_CONTEXT = "autoresearch/eval"
-RESULTS_MARKER = "<!-- autoresearch-ci:results -->"
-EXPERIMENT_MARKER = "<!-- autoresearch-ci:experiment {id} -->"
-PR_BODY_LIMIT = 60_000  # GitHub refuses bodies over 65,536 characters
-DIFF_IN_BODY_LIMIT = 20_000
-STATUS_DESCRIPTION_LIMIT = 140
-
-# What to tell the user when GitHub answers 403 (not a rate limit) to an operation.
-HINTS = {
-    "repo": "give the token read access to the repository (`contents: read`)",
-    "pulls": "give the workflow `pull-requests: write` and enable 'Allow GitHub Actions to create and "
-    "approve pull requests' in Settings → Actions → General",
-    "issues": "give the workflow `pull-requests: write` (labels and comments on a PR are issue writes)",
-    "statuses": "give the job `statuses: write`",
-    "merge": "give the job `contents: write` and `pull-requests: write`; if a branch protection rule or "
-    'ruleset requires reviews, let github-actions bypass it or set merge_mode = "auto"',
-    "automerge": "enable 'Allow auto-merge' in Settings → General and give the job `pull-requests: write`, "
-    'or set merge_mode = "squash"',
-    "refs": "give the job `contents: write`",
-}
+from autoresearch_ci.report.pr import COMMENT_MARKER, github_body
 
 
-class GitHubForge:
+class GitHubForge(GitCheckout):
     name = "github"
 
     def __init__(
@@ -89,7 +61,7 @@ class GitHubForge:
         seconds_between_requests: float | None = 0.25,
         seconds_between_writes: float | None = 1.0,
         run_url: str | None = None,
-        push_attempts: int = gitops.PUSH_ATTEMPTS,
+        push_attempts: int = PUSH_ATTEMPTS,
         automerge_wait: float = 0.0,
     ):
         if "/" not in repo_slug:
@@ -110,37 +82,26 @@ class GitHubForge:
         self.backoff = backoff
         self.push_attempts = push_attempts
         self.automerge_wait = automerge_wait
-        self.run_url = run_url if run_url is not None else _actions_run_url()
-        self.git = gitops.Git(workdir, timeout=max(gitops.GIT_TIMEOUT_S, timeout))
+        self.run_url = run_url
+        self.git = Git(workdir, timeout=max(GIT_TIMEOUT_S, timeout))
         self._token = token
         self._git_auth_checked = False
-        self.gh = Github(
-            auth=Auth.Token(token),
-            base_url=api_url.rstrip("/"),
-            timeout=int(timeout),
-            user_agent="autoresearch-ci",
-            retry=_retry(retries, backoff, max_rate_limit_wait),
+        self._api = GitHubAPI(
+            repo_slug,
+            token,
+            api_url,
+            timeout=timeout,
+            retries=retries,
+            backoff=backoff,
+            max_rate_limit_wait=max_rate_limit_wait,
             seconds_between_requests=seconds_between_requests,
             seconds_between_writes=seconds_between_writes,
         )
-        self._repo: Repository | None = None
 
     # ------------------------------------------------------------------------------------ git
 
     def base_commit(self) -> str:
         return self._git(self.git.fetch_branch, self.remote, self.base_branch)
-
-    def read_file(self, commit: str, path: str) -> str:
-        self._ensure_commit(commit)
-        return self._git(self.git.show_file, commit, path)
-
-    def changed_files(self, base_commit: str, commit: str) -> list[str]:
-        self._ensure_commit(base_commit, commit)
-        return self._git(self.git.changed_files, base_commit, commit)
-
-    def diff(self, base_commit: str, commit: str) -> str:
-        self._ensure_commit(base_commit, commit)
-        return self._git(self.git.diff, base_commit, commit)
 
     def persist(self, paths: list[str], message: str) -> str:
         self._setup_git_auth()
@@ -163,7 +124,8 @@ class GitHubForge:
         pr = self._find_pr(branch)
         if pr is None:
             commit = self._push_candidate_branch(branch, base_commit, files, title, body, experiment_id)
-            pr_body = self._pr_body(experiment_id, body, base_commit, commit)
+            stat, diff = self.git.diff(base_commit, commit, stat=True), self.git.diff(base_commit, commit)
+            pr_body = github_body(experiment_id, body, base_commit, commit, stat, diff)
             try:
                 pr = self._api(
                     "pulls",
@@ -185,7 +147,7 @@ class GitHubForge:
         if missing:
             self._api("issues", "POST", f"issues/{pr.number}/labels", lambda: pr.add_to_labels(*missing))
         commit = pr.head.sha
-        self._ensure_commit(commit, fetch_ref=f"refs/pull/{pr.number}/head")
+        self._have(commit, fetch_ref=f"refs/pull/{pr.number}/head")
         parents = self.git.parents(commit) if self.git.has_commit(commit) else []
         return Candidate(
             experiment_id=experiment_id,
@@ -212,12 +174,14 @@ class GitHubForge:
 
     def comment(self, candidate: Candidate, body: str) -> None:
         pr = self._pr(candidate)
-        text = f"{RESULTS_MARKER}\n{body.strip()}\n"
+        # One marker per comment: a body rendered by report.pr already starts with it.
+        body = body.strip().removeprefix(COMMENT_MARKER).lstrip("\n")
+        text = f"{COMMENT_MARKER}\n{body}\n"
         ours = self._api(
             "issues",
             "GET",
             f"issues/{pr.number}/comments",
-            lambda: [c for c in pr.get_issue_comments() if RESULTS_MARKER in (c.body or "")],
+            lambda: [c for c in pr.get_issue_comments() if COMMENT_MARKER in (c.body or "")],
         )
         if not ours:
             self._api("issues", "POST", f"issues/{pr.number}/comments", lambda: pr.create_issue_comment(text))
@@ -242,7 +206,7 @@ class GitHubForge:
         if self.merge_mode == "auto" and self._enable_automerge(pr, candidate, title, rest):
             return self._wait_for_automerge(pr.number)
         try:
-            status = self._call(
+            status = self._api.call(
                 lambda: pr.merge(
                     merge_method="squash", sha=candidate.commit, commit_title=title, commit_message=rest
                 )
@@ -258,10 +222,10 @@ class GitHubForge:
                 ) from e
             if e.status == 405:
                 raise ForgeError(
-                    f"PR #{pr.number} is not mergeable ({_message(e)}): a conflict with "
+                    f"PR #{pr.number} is not mergeable ({error_message(e)}): a conflict with "
                     f"{self.base_branch}, or a branch protection rule blocks the bot; " + HINTS["merge"]
                 ) from e
-            raise self._error(e, "merge", "PUT", f"pulls/{pr.number}/merge") from e
+            raise self._api.error(e, "merge", "PUT", f"pulls/{pr.number}/merge") from e
         return status.sha
 
     def archive(self, candidate: Candidate) -> str:
@@ -277,75 +241,7 @@ class GitHubForge:
 
     @property
     def repo(self) -> Repository:
-        if self._repo is None:
-            self._repo = self._api("repo", "GET", "", lambda: self.gh.get_repo(self.slug))
-        return self._repo
-
-    def _call(self, fn: Callable[[], T]) -> T:
-        """Run a PyGithub call, turning transport failures into ForgeError; GithubException passes."""
-        try:
-            return fn()
-        except (
-            requests.exceptions.RetryError,
-            requests.exceptions.ConnectionError,
-            requests.exceptions.Timeout,
-        ) as e:
-            raise ForgeError(f"GitHub API unreachable or failing after {self.retries} retries: {e}") from e
-
-    def _api(self, need: str, method: str, path: str, fn: Callable[[], T], *, retry: bool = False) -> T:
-        """Run one API operation; map failures to ForgeError. retry=True adds our own bounded
-        retry on 5xx and transport errors, for idempotent requests GithubRetry does not retry."""
-        attempts = self.retries + 1 if retry else 1
-        for attempt in range(1, attempts + 1):
-            try:
-                return fn()
-            except GithubException as e:
-                if retry and e.status >= 500 and attempt < attempts:
-                    time.sleep(self.backoff * 2 ** (attempt - 1))
-                    continue
-                raise self._error(e, need, method, path) from e
-            except (
-                requests.exceptions.RetryError,
-                requests.exceptions.ConnectionError,
-                requests.exceptions.Timeout,
-            ) as e:
-                if retry and attempt < attempts:
-                    time.sleep(self.backoff * 2 ** (attempt - 1))
-                    continue
-                raise ForgeError(
-                    f"{method} {self._path(path)}: GitHub did not answer successfully after "
-                    f"{self.retries} retries ({type(e).__name__}: {e}); try again later"
-                ) from e
-        raise AssertionError("unreachable")
-
-    def _path(self, path: str) -> str:
-        return f"/repos/{self.slug}" + (f"/{path}" if path else "")
-
-    def _error(self, e: GithubException, need: str, method: str, path: str) -> ForgeError:
-        where = f"{e.status} on {method} {self._path(path)}"
-        msg = _message(e)
-        if isinstance(e, BadCredentialsException) or e.status == 401:
-            return ForgeError(
-                f"{where}: GitHub rejected the token (Bad credentials). Check the GITHUB_TOKEN "
-                "secret (expired, revoked or mistyped)"
-            )
-        if isinstance(e, RateLimitExceededException):
-            return ForgeError(
-                f"{where}: rate limit exhausted and the reset is further away than we wait; run again later"
-            )
-        if e.status == 403:
-            return ForgeError(f"{where}: {HINTS.get(need, HINTS['refs'])} (GitHub said: {msg})")
-        if e.status == 404 and need == "repo":
-            return ForgeError(
-                f"{where}: repository {self.slug} not found: check github.repo in autoresearch.toml "
-                "and that the token can see it"
-            )
-        if isinstance(e, UnknownObjectException) or e.status == 404:
-            return ForgeError(
-                f"{where}: not found (GitHub answers 404 also when the token lacks access: "
-                f"{HINTS.get(need, HINTS['refs'])})"
-            )
-        return ForgeError(f"{where}: {msg}")
+        return self._api.repo
 
     def _find_pr(self, branch: str) -> PullRequest | None:
         pulls = self._api(
@@ -377,51 +273,40 @@ class GitHubForge:
         self._setup_git_auth()
         existing = self._git(self.git.ls_remote, self.remote, f"refs/heads/{branch}")
         if existing:
-            self._ensure_commit(existing, fetch_ref=f"refs/heads/{branch}")
+            self._have(existing, fetch_ref=f"refs/heads/{branch}")
             return existing
-        self._ensure_commit(base_commit)
-        message = f"{title.strip()}\n\n{body.strip()}\n\nExperiment: {experiment_id}\n"
-        commit = self._git(self.git.commit_files, base_commit, files, message)
+        self._have(base_commit)
+        commit = self._git(
+            self.git.commit_files, base_commit, files, candidate_message(title, body, experiment_id)
+        )
         try:
             self.git.push(self.remote, f"{commit}:refs/heads/{branch}")
-        except gitops.PushRejected:  # someone created it between our look and our push
+        except PushRejected:  # someone created it between our look and our push
             theirs = self._git(self.git.ls_remote, self.remote, f"refs/heads/{branch}")
             if not theirs:
                 raise
-            self._ensure_commit(theirs, fetch_ref=f"refs/heads/{branch}")
+            self._have(theirs, fetch_ref=f"refs/heads/{branch}")
             return theirs
-        except gitops.GitError as e:
+        except GitError as e:
             raise self._git_error(e) from e
         return commit
-
-    def _pr_body(self, experiment_id: str, body: str, base_commit: str, commit: str) -> str:
-        stat = self.git.diff(base_commit, commit, stat=True)
-        diff = self.git.diff(base_commit, commit)
-        if len(diff) > DIFF_IN_BODY_LIMIT:
-            diff = diff[:DIFF_IN_BODY_LIMIT] + f"\n… ({len(diff) - DIFF_IN_BODY_LIMIT} more characters)\n"
-        text = (
-            f"{EXPERIMENT_MARKER.format(id=experiment_id)}\n{body.strip()}\n\n"
-            f"**Experiment** `{experiment_id}` · base `{base_commit[:12]}` · candidate `{commit[:12]}`\n\n"
-            f"```\n{stat}\n```\n\n<details><summary>Diff</summary>\n\n```diff\n{diff}```\n\n</details>\n"
-        )
-        return text[:PR_BODY_LIMIT]
 
     def _enable_automerge(self, pr: PullRequest, candidate: Candidate, title: str, rest: str) -> bool:
         """True when auto-merge is armed; False when GitHub says the PR can be merged right now
         ("clean status"), so the caller merges it directly."""
         kwargs = {"commit_body": rest} if rest else {}
         try:
-            self._call(
+            self._api.call(
                 lambda: pr.enable_automerge(
                     merge_method="SQUASH", expected_head_oid=candidate.commit, commit_headline=title, **kwargs
                 )
             )
             return True
         except GithubException as e:
-            if "clean status" in _message(e).lower():
+            if "clean status" in error_message(e).lower():
                 return False
             raise ForgeError(
-                f"enabling auto-merge on PR #{pr.number} failed ({_message(e)}): " + HINTS["automerge"]
+                f"enabling auto-merge on PR #{pr.number} failed ({error_message(e)}): " + HINTS["automerge"]
             ) from e
 
     def _wait_for_automerge(self, number: int) -> str:
@@ -438,19 +323,19 @@ class GitHubForge:
 
     def _delete_branch(self, branch: str) -> None:
         try:
-            ref = self._call(lambda: self.repo.get_git_ref(f"heads/{branch}"))
+            ref = self._api.call(lambda: self.repo.get_git_ref(f"heads/{branch}"))
         except UnknownObjectException:
             return  # already gone
         except GithubException as e:
-            raise self._error(e, "refs", "GET", f"git/ref/heads/{branch}") from e
+            raise self._api.error(e, "refs", "GET", f"git/ref/heads/{branch}") from e
         try:
-            self._call(ref.delete)
+            self._api.call(ref.delete)
         except GithubException as e:
-            if e.status == 422 and "does not exist" in _message(e).lower():
+            if e.status == 422 and "does not exist" in error_message(e).lower():
                 return
-            raise self._error(e, "refs", "DELETE", f"git/refs/heads/{branch}") from e
+            raise self._api.error(e, "refs", "DELETE", f"git/refs/heads/{branch}") from e
 
-    def _ensure_commit(self, *shas: str, fetch_ref: str | None = None) -> None:
+    def _have(self, *shas: str, fetch_ref: str | None = None) -> None:
         """Fetch from the remote whatever commits this clone does not have yet."""
         missing = [s for s in shas if not self.git.has_commit(s)]
         if not missing:
@@ -459,7 +344,7 @@ class GitHubForge:
         specs = [fetch_ref] if fetch_ref else []
         try:
             self.git.fetch(self.remote, *(specs or missing))
-        except gitops.GitError:
+        except GitError:
             if not specs:
                 raise
             self._git(self.git.fetch, self.remote, *missing)
@@ -486,13 +371,7 @@ class GitHubForge:
             }
         )
 
-    def _git(self, fn: Callable[..., T], *args, **kwargs) -> T:
-        try:
-            return fn(*args, **kwargs)
-        except gitops.GitError as e:
-            raise self._git_error(e) from e
-
-    def _git_error(self, e: gitops.GitError) -> ForgeError:
+    def _git_error(self, e: GitError) -> ForgeError:
         text = str(e)
         low = text.lower()
         if "protected branch" in low or "gh006" in low or "gh013" in low:
@@ -508,28 +387,3 @@ class GitHubForge:
                 "candidates must not touch workflows"
             )
         return ForgeError(text)
-
-
-def _message(e: GithubException) -> str:
-    data = e.data if isinstance(e.data, dict) else {}
-    parts = [str(data.get("message") or e.message or "")]
-    for err in data.get("errors") or []:
-        parts.append(err.get("message", json.dumps(err)) if isinstance(err, dict) else str(err))
-    return "; ".join(p for p in parts if p)
-
-
-def _retry(total: int, backoff: float, max_rate_limit_wait: float) -> GithubRetry:
-    """5xx and rate limits retried by PyGithub; a rate-limit reset further away than
-    max_rate_limit_wait fails at once instead of sleeping the job away."""
-    try:
-        return GithubRetry(total=total, backoff_factor=backoff, max_rate_limit_wait=int(max_rate_limit_wait))
-    except TypeError:  # PyGithub releases before max_rate_limit_wait existed
-        return GithubRetry(total=total, backoff_factor=backoff)
-
-
-def _actions_run_url() -> str | None:
-    """The Actions run this process is part of, for the status's details link."""
-    server, repo, run = (
-        os.environ.get(k) for k in ("GITHUB_SERVER_URL", "GITHUB_REPOSITORY", "GITHUB_RUN_ID")
-    )
-    return f"{server}/{repo}/actions/runs/{run}" if server and repo and run else None

@@ -1,7 +1,7 @@
 """The embedded forge: candidates as branches in the working repository, no accounts needed.
 
 - a candidate is branch `autoresearch/<id>` with one commit on top of its base, built without
-  touching the work tree (see gitops.commit_files);
+  touching the work tree (see GitCore.commit_files);
 - merge moves the base branch (fast-forward when possible, else a merge commit); when the base
   branch is checked out the work tree follows, and uncommitted changes that would be overwritten
   make it refuse rather than lose them;
@@ -13,24 +13,38 @@
   (`experiment: <id>`, `autoresearch/eval: success`, `description: ...`, `merged: <sha>`,
   `archived: <ref>`), a blank line, then the comment's Markdown (replaced, never appended).
   Notes are refs, so they travel with `git push origin refs/notes/*` if you want them elsewhere;
-- persist commits the bookkeeping files on the base branch and pushes when a remote is set.
+- the bookkeeping files are written into this work tree; persist commits them on the base branch
+  and pushes when a remote is set.
 """
 
 from __future__ import annotations
 
 import os
 
-from autoresearch_ci import gitops
-from autoresearch_ci.forge.base import ForgeError, StatusState
+from autoresearch_ci.forge.base import (
+    BRANCH_PREFIX,
+    STATUS_CONTEXT,
+    ForgeError,
+    GitCheckout,
+    StatusState,
+    candidate_message,
+)
+from autoresearch_ci.forge.git import Git
+from autoresearch_ci.forge.gitcore import (
+    GIT_TIMEOUT_S,
+    PUSH_ATTEMPTS,
+    PUSH_BACKOFF_S,
+    ZERO_OID,
+    GitError,
+    MergeConflict,
+)
 from autoresearch_ci.records import Candidate
 
-BRANCH_PREFIX = "autoresearch/"
 ARCHIVE_PREFIX = "refs/autoresearch/archive/"
 NOTES_REF = "refs/notes/autoresearch"
-STATUS_CONTEXT = "autoresearch/eval"
 
 
-class LocalForge:
+class LocalForge(GitCheckout):
     name = "local"
 
     def __init__(
@@ -39,11 +53,11 @@ class LocalForge:
         base_branch: str = "main",
         remote: str | None = None,
         *,
-        timeout: float = gitops.GIT_TIMEOUT_S,
-        push_attempts: int = gitops.PUSH_ATTEMPTS,
-        push_backoff: float = gitops.PUSH_BACKOFF_S,
+        timeout: float = GIT_TIMEOUT_S,
+        push_attempts: int = PUSH_ATTEMPTS,
+        push_backoff: float = PUSH_BACKOFF_S,
     ):
-        self.git = gitops.Git(repo_dir, timeout=timeout)
+        self.git = Git(repo_dir, timeout=timeout)
         self.base_branch = base_branch
         self.remote = remote
         self.push_attempts = push_attempts
@@ -53,15 +67,6 @@ class LocalForge:
 
     def base_commit(self) -> str:
         return self._git(self.git.rev_parse, f"refs/heads/{self.base_branch}")
-
-    def read_file(self, commit: str, path: str) -> str:
-        return self._git(self.git.show_file, commit, path)
-
-    def changed_files(self, base_commit: str, commit: str) -> list[str]:
-        return self._git(self.git.changed_files, base_commit, commit)
-
-    def diff(self, base_commit: str, commit: str) -> str:
-        return self._git(self.git.diff, base_commit, commit)
 
     # ------------------------------------------------------------------------------ candidates
 
@@ -82,13 +87,11 @@ class LocalForge:
                 commit=existing,
             )
         base = self._git(self.git.rev_parse, base_commit)
-        message = f"{title.strip()}\n\n{body.strip()}\n\nExperiment: {experiment_id}\n"
+        message = candidate_message(title, body, experiment_id)
         commit = self._git(self.git.commit_files, base, files, message)
         try:
-            self.git.update_ref(
-                ref, commit, gitops.ZERO_OID, reason=f"autoresearch-ci: candidate {experiment_id}"
-            )
-        except gitops.GitError:
+            self.git.update_ref(ref, commit, ZERO_OID, reason=f"autoresearch-ci: candidate {experiment_id}")
+        except GitError:
             # Created by a concurrent call between our check and now: theirs is the candidate.
             return self.open_candidate(experiment_id, base_commit, files, title, body)
         return Candidate(experiment_id=experiment_id, branch=branch, base_commit=base, commit=commit)
@@ -110,9 +113,9 @@ class LocalForge:
             try:
                 new = self.git.merge_commit(head, candidate.commit, message)
                 self.git.advance_branch(self.base_branch, new, head)
-            except gitops.MergeConflict as e:
+            except MergeConflict as e:
                 raise ForgeError(f"cannot merge {candidate.branch} into {self.base_branch}: {e}") from e
-            except gitops.GitError as e:
+            except GitError as e:
                 raise ForgeError(str(e)) from e
             done = new
         self._update_note(candidate, {"merged": done})
@@ -171,10 +174,3 @@ class LocalForge:
         self._git(
             self.git.run, "notes", f"--ref={NOTES_REF}", "add", "--force", "--file=-", commit, input=text
         )
-
-    @staticmethod
-    def _git(fn, *args, **kwargs):
-        try:
-            return fn(*args, **kwargs)
-        except gitops.GitError as e:
-            raise ForgeError(str(e)) from e

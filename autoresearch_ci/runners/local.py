@@ -20,56 +20,26 @@ How an attempt is classified:
 
 from __future__ import annotations
 
-import json
-import logging
 import os
 import sys
 import tempfile
-import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 
-from pydantic import ValidationError
-
-from autoresearch_ci.records import RunMetrics, RunOutcome, RunRequest, utcnow
-from autoresearch_ci.runners.base import EXIT_INFRA, EXIT_RESULT, EXIT_USAGE
+from autoresearch_ci.records import RunMetrics, RunOutcome, RunRequest
+from autoresearch_ci.runners.base import ProgressFn, metrics_from, run_with_retries
 from autoresearch_ci.runners.process import (
+    AttemptFailed,
     hard_timeout_s,
     harness_command,
     harness_env,
+    read_result,
     run_process,
 )
-
-log = logging.getLogger(__name__)
 
 TIMEOUT_MARGIN_S = 60.0  # on top of the preset's deadlines: interpreter start, imports, writing metrics
 MAX_INFRA_RETRIES = 2
 BACKOFF_S = 5.0  # first retry waits this long, then doubles
-
-# progress(request, line): every output line of the harness, as it is printed. Drive a tqdm bar or
-# a rich console from it; exceptions it raises are swallowed.
-ProgressFn = Callable[[RunRequest, str], None]
-
-
-class AttemptFailed(Exception):
-    """One attempt failed for a reason that is not the candidate's; `retry` says whether to try again."""
-
-    def __init__(self, reason: str, *, retry: bool = True, log_tail: str = ""):
-        super().__init__(reason)
-        self.reason = reason
-        self.retry = retry
-        self.log_tail = log_tail
-
-
-def read_metrics(path: Path) -> RunMetrics:
-    """The metrics the harness wrote, or AttemptFailed when there are none or they do not parse."""
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-        return RunMetrics.model_validate(data)
-    except FileNotFoundError:
-        raise AttemptFailed("the harness exited 0 but wrote no metrics file") from None
-    except (OSError, ValueError, ValidationError) as e:  # JSONDecodeError is a ValueError
-        raise AttemptFailed(f"unreadable metrics file: {type(e).__name__}: {str(e)[:300]}") from None
 
 
 class LocalRunner:
@@ -115,53 +85,21 @@ class LocalRunner:
         return [self.run(r) for r in requests]  # sequential: see the module docstring
 
     def run(self, request: RunRequest) -> RunOutcome:
-        started = utcnow()
-        t0 = time.monotonic()
-        attempts = 0
-        while True:
-            attempts += 1
-            try:
-                metrics, tail = self._attempt(request)
-            except AttemptFailed as e:
-                log.warning(
-                    "run %s attempt %d: infrastructure: %s", request.experiment_id, attempts, e.reason
-                )
-                if e.retry and attempts <= self.max_infra_retries:
-                    time.sleep(self.backoff_s * 2 ** (attempts - 1))
-                    continue
-                return RunOutcome(
-                    request=request,
-                    runner=self.name,
-                    metrics=None,
-                    infra_error=f"{e.reason} (after {attempts} attempt{'s' if attempts > 1 else ''})",
-                    attempts=attempts,
-                    wall_seconds=time.monotonic() - t0,
-                    started_at=started,
-                    finished_at=utcnow(),
-                    log_tail=e.log_tail,
-                )
-            return RunOutcome(
-                request=request,
-                runner=self.name,
-                metrics=metrics,
-                attempts=attempts,
-                wall_seconds=time.monotonic() - t0,
-                started_at=started,
-                finished_at=utcnow(),
-                log_tail=tail,
-            )
+        return run_with_retries(
+            request,
+            self.name,
+            lambda: self._attempt(request),
+            max_infra_retries=self.max_infra_retries,
+            backoff_s=self.backoff_s,
+            progress=self.progress,
+        )
 
     # -- one attempt ------------------------------------------------------------------------------
 
     def hard_timeout(self, preset: str) -> float:
-        if self.timeout_s is not None:
-            return self.timeout_s
-        try:
-            return hard_timeout_s(preset, self.timeout_margin_s)
-        except ValueError:  # unknown preset: the harness will say so with exit 2
-            return 60.0 + self.timeout_margin_s
+        return self.timeout_s if self.timeout_s is not None else hard_timeout_s(preset, self.timeout_margin_s)
 
-    def _attempt(self, request: RunRequest) -> tuple[RunMetrics, str]:
+    def _attempt(self, request: RunRequest) -> tuple[RunMetrics, str, None]:
         with tempfile.TemporaryDirectory(prefix="arci-run-") as tmp:
             work = Path(tmp)
             train_file = work / "train.py"
@@ -176,29 +114,5 @@ class LocalRunner:
                 )
             except OSError as e:
                 raise AttemptFailed(f"could not start the harness: {e}") from None
-            if res.timed_out:
-                raise AttemptFailed(
-                    f"the harness hung: killed after {res.seconds:.0f} s (hard timeout)",
-                    log_tail=res.log_tail,
-                )
-            if res.returncode == EXIT_USAGE:
-                raise AttemptFailed(
-                    "the harness rejected its arguments (exit 2)", retry=False, log_tail=res.log_tail
-                )
-            if res.returncode == EXIT_INFRA:
-                raise AttemptFailed(
-                    "the harness reported an infrastructure failure (exit 3)", log_tail=res.log_tail
-                )
-            if res.returncode != EXIT_RESULT:
-                how = f"killed by signal {-res.returncode}" if res.killed else f"exited {res.returncode}"
-                raise AttemptFailed(f"the harness {how}", log_tail=res.log_tail)
-            try:
-                metrics = read_metrics(out)
-            except AttemptFailed as e:
-                e.log_tail = res.log_tail
-                raise
-            if metrics.status == "infra_error":
-                raise AttemptFailed(
-                    f"the harness reported infra_error: {metrics.error}", log_tail=res.log_tail
-                )
-            return metrics, res.log_tail
+            data = read_result(res, out)
+            return metrics_from(data, res.log_tail), res.log_tail, None

@@ -1,9 +1,9 @@
 """The Modal runner: every run of a tick (baselines and candidates) at once, each on its own Modal GPU.
 
-It calls `run_candidate` of the app in autoresearch_ci/modal_app.py. Two ways to reach it:
+It calls `run_candidate` of the app beside it (runners/modal_app.py). Two ways to reach it:
 
 - mode="deployed" (the default): `modal.Function.from_name(app_name, "run_candidate")`, the app that
-  `modal deploy -m autoresearch_ci.modal_app` published. The dispatching job needs only
+  `modal deploy -m autoresearch_ci.runners.modal_app` published. The dispatching job needs only
   MODAL_TOKEN_ID / MODAL_TOKEN_SECRET, builds no image and uploads no source, and a spawned call
   lives on Modal's side (results are kept for days), not in the CI job's process.
 - mode="ephemeral": `with modal_app.app.run():` around the dispatch. No deploy step, and the harness
@@ -11,7 +11,8 @@ It calls `run_candidate` of the app in autoresearch_ci/modal_app.py. Two ways to
   time, an image build) per tick; the app ends with the dispatching process.
 
 Each request is one `.spawn()` and one `FunctionCall.get(timeout=...)`, in a thread per request, so a
-failed request is retried alone and outcomes come back in request order. Classification:
+failed request is retried alone (base.run_with_retries) and outcomes come back in request order.
+Classification:
 - a returned envelope with metrics: the candidate's result, whatever its status (a crash, OOM, NaN
   or timeout on the GPU is the candidate's). Charged.
 - any exception from the call: a Modal error (modal.exception.*: FunctionTimeoutError, InternalFailure,
@@ -29,19 +30,19 @@ product always uses the real Modal path.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import threading
-import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import nullcontext
 from typing import Literal
 
-from pydantic import ValidationError
-
-from autoresearch_ci.records import RunMetrics, RunOutcome, RunRequest, utcnow
+from autoresearch_ci.records import RunMetrics, RunOutcome, RunRequest
+from autoresearch_ci.retry import retrying
+from autoresearch_ci.runners.base import ProgressFn, all_failed, is_retryable, metrics_from, run_with_retries
+from autoresearch_ci.runners.process import AttemptFailed
+from harness.protocol import hard_deadline_seconds
 
 log = logging.getLogger(__name__)
 
@@ -50,21 +51,12 @@ MAX_INFRA_RETRIES = 2
 BACKOFF_S = 30.0  # first retry waits this long, then doubles
 QUEUE_ALLOWANCE_S = 1800.0  # how long a call may wait for a free GPU before we give up on the attempt
 MAX_PARALLEL = 16
+REDEPLOY = "modal deploy -m autoresearch_ci.runners.modal_app"
 
 # call(request_json, timeout_s) -> envelope_json: one blocking remote call.
 CallFn = Callable[[str, float], str]
 # prepare_call(preset) -> anything: makes sure the preset's data is on the volume.
 PrepareFn = Callable[[str], object]
-ProgressFn = Callable[[RunRequest, str], None]
-
-
-class AttemptFailed(Exception):
-    def __init__(self, reason: str, *, retry: bool = True, log_tail: str = "", seconds: float | None = None):
-        super().__init__(reason)
-        self.reason = reason
-        self.retry = retry
-        self.log_tail = log_tail
-        self.seconds = seconds
 
 
 def _non_retryable() -> tuple[type[BaseException], ...]:
@@ -95,15 +87,7 @@ def parse_envelope(text: str) -> tuple[RunMetrics, str, float | None]:
         raise AttemptFailed(str(env["usage_error"]), retry=False, log_tail=tail, seconds=seconds)
     if env.get("metrics") is None:
         raise AttemptFailed("run_candidate returned no metrics", log_tail=tail, seconds=seconds)
-    try:
-        metrics = RunMetrics.model_validate(env["metrics"])
-    except ValidationError as e:
-        raise AttemptFailed(f"unreadable metrics: {str(e)[:300]}", log_tail=tail, seconds=seconds) from None
-    if metrics.status == "infra_error":
-        raise AttemptFailed(
-            f"the harness reported infra_error: {metrics.error}", log_tail=tail, seconds=seconds
-        )
-    return metrics, tail, seconds
+    return metrics_from(env["metrics"], tail, seconds), tail, seconds
 
 
 class ModalRunner:
@@ -163,11 +147,7 @@ class ModalRunner:
     # -- timeouts ---------------------------------------------------------------------------------
 
     def function_timeout(self, preset: str) -> int:
-        from harness.presets import get_preset
-
-        p = get_preset(preset)
-        return int(p.startup_allowance_seconds + p.budget_seconds + p.grace_seconds + p.eval_timeout_seconds
-                   + self.timeout_margin_s)  # fmt: skip
+        return int(hard_deadline_seconds(preset) + self.timeout_margin_s)
 
     def get_timeout(self, preset: str) -> float:
         """How long one attempt's get() waits: every Modal-side try, their delays, and a GPU queue."""
@@ -181,7 +161,7 @@ class ModalRunner:
         import modal
 
         if self.mode == "ephemeral":
-            from autoresearch_ci import modal_app
+            from autoresearch_ci.runners import modal_app
 
             return modal_app.app.run(), modal_app.run_candidate, modal_app.prepare_data
         lookup = dict(environment_name=self.environment_name)
@@ -230,7 +210,7 @@ class ModalRunner:
             ctx, run_fn, prep_fn = self._modal_handles()
             ctx.__enter__()  # ephemeral: starts the app (network, credentials); deployed: nothing
         except Exception as e:  # the runner reports, it does not raise
-            return self._all_failed(requests, f"could not reach the Modal app: {describe_exception(e)}")
+            return all_failed(requests, self.name, f"could not reach the Modal app: {describe_exception(e)}")
         try:
             return self._dispatch(requests, self._real_call(run_fn), lambda preset: prep_fn.remote(preset))
         finally:
@@ -238,15 +218,6 @@ class ModalRunner:
                 ctx.__exit__(None, None, None)
             except Exception as e:  # the outcomes are in hand; a failed stop must not lose them
                 log.warning("stopping the ephemeral Modal app failed: %s", describe_exception(e))
-
-    def _all_failed(self, requests: list[RunRequest], why: str) -> list[RunOutcome]:
-        now = utcnow()
-        return [
-            RunOutcome(
-                request=r, runner=self.name, infra_error=why, attempts=0, started_at=now, finished_at=now
-            )
-            for r in requests
-        ]
 
     def _dispatch(
         self, requests: list[RunRequest], call: CallFn, prepare_call: PrepareFn | None
@@ -267,25 +238,29 @@ class ModalRunner:
 
         def one(request: RunRequest) -> RunOutcome:
             if request.preset in failed_presets:
-                return self._all_failed([request], failed_presets[request.preset])[0]
+                return all_failed([request], self.name, failed_presets[request.preset])[0]
             return self._run_one(request, call)
 
         with ThreadPoolExecutor(max_workers=min(len(requests), self.max_parallel)) as pool:
             return list(pool.map(one, requests))  # map keeps request order
 
     def _prepare(self, preset: str, prepare_call: PrepareFn) -> AttemptFailed | None:
-        attempts = 0
-        while True:
-            attempts += 1
-            try:
-                prepare_call(preset)
-                return None
-            except Exception as e:
-                failure = AttemptFailed(describe_exception(e), retry=not isinstance(e, _non_retryable()))
-                log.warning("prepare %s attempt %d failed: %s", preset, attempts, failure.reason)
-                if not failure.retry or attempts > self.max_infra_retries:
-                    return failure
-                time.sleep(self.backoff_s * 2 ** (attempts - 1))
+        """Make sure the preset's data is on the volume (with the runs' retry policy); the failure
+        that stopped it, or None."""
+        try:
+            for attempt in retrying(self.max_infra_retries, self.backoff_s, is_retryable):
+                with attempt:
+                    try:
+                        prepare_call(preset)
+                    except Exception as e:
+                        failure = AttemptFailed(
+                            describe_exception(e), retry=not isinstance(e, _non_retryable())
+                        )
+                        log.warning("prepare %s failed: %s", preset, failure.reason)
+                        raise failure from e
+        except AttemptFailed as failure:
+            return failure
+        return None
 
     def _check_harness(self, metrics: RunMetrics, tail: str, seconds: float | None) -> None:
         if not self.check_harness or not metrics.harness_sha256:
@@ -296,62 +271,28 @@ class ModalRunner:
         if metrics.harness_sha256 != mine:
             raise AttemptFailed(
                 f"the Modal app runs harness {metrics.harness_sha256[:12]}, this checkout has {mine[:12]}: "
-                "redeploy it (modal deploy -m autoresearch_ci.modal_app)",
+                f"redeploy it ({REDEPLOY})",
                 retry=False, log_tail=tail, seconds=seconds,
             )  # fmt: skip
 
-    def _note(self, request: RunRequest, line: str) -> None:
-        log.info("%s/%s: %s", request.experiment_id, request.role, line)
-        if self.progress is not None:
-            with contextlib.suppress(Exception):  # a broken progress bar must not break the run
-                self.progress(request, line)
-
     def _run_one(self, request: RunRequest, call: CallFn) -> RunOutcome:
-        started = utcnow()
-        held = 0.0  # device seconds: the container's own clock when it reported one, else ours
-        attempts = 0
-        notes: list[str] = []
         payload = request.model_dump_json()
         timeout = self.get_timeout(request.preset)
-        while True:
-            attempts += 1
-            t0 = time.monotonic()
+
+        def attempt() -> tuple[RunMetrics, str, float | None]:
             try:
-                try:
-                    text = call(payload, timeout)
-                except Exception as e:  # every failure of the call is the infrastructure's
-                    raise AttemptFailed(
-                        describe_exception(e), retry=not isinstance(e, _non_retryable())
-                    ) from e
-                metrics, tail, seconds = parse_envelope(text)
-                self._check_harness(metrics, tail, seconds)
-            except AttemptFailed as e:
-                held += e.seconds if e.seconds is not None else time.monotonic() - t0
-                notes.append(f"[runner] attempt {attempts}: infrastructure: {e.reason}")
-                self._note(request, notes[-1])
-                if e.retry and attempts <= self.max_infra_retries:
-                    time.sleep(self.backoff_s * 2 ** (attempts - 1))
-                    continue
-                return RunOutcome(
-                    request=request,
-                    runner=self.name,
-                    metrics=None,
-                    infra_error=f"{e.reason} (after {attempts} attempt{'s' if attempts > 1 else ''})",
-                    attempts=attempts,
-                    wall_seconds=held,
-                    started_at=started,
-                    finished_at=utcnow(),
-                    log_tail="\n".join([*notes, e.log_tail]).strip(),
-                )
-            held += seconds if seconds is not None else time.monotonic() - t0
-            self._note(request, f"done: {metrics.status} val_bpb={metrics.val_bpb}")
-            return RunOutcome(
-                request=request,
-                runner=self.name,
-                metrics=metrics,
-                attempts=attempts,
-                wall_seconds=held,
-                started_at=started,
-                finished_at=utcnow(),
-                log_tail="\n".join([*notes, tail]).strip(),
-            )
+                text = call(payload, timeout)
+            except Exception as e:  # every failure of the call is the infrastructure's
+                raise AttemptFailed(describe_exception(e), retry=not isinstance(e, _non_retryable())) from e
+            metrics, tail, seconds = parse_envelope(text)
+            self._check_harness(metrics, tail, seconds)
+            return metrics, tail, seconds
+
+        return run_with_retries(
+            request,
+            self.name,
+            attempt,
+            max_infra_retries=self.max_infra_retries,
+            backoff_s=self.backoff_s,
+            progress=self.progress,
+        )

@@ -1,11 +1,12 @@
-"""Run `python -m harness run` as a child process: the command, a clean environment, a hard timeout.
+"""Run `python -m harness run` as a child process and read what it says: the command, an environment
+without secrets, a hard timeout, and the exit-code rules of harness/protocol.py applied once.
 
 Shared by the local runner (on this machine or a self-hosted GPU runner) and by the Modal function
-(inside the container), so both start the harness the same way. Standard library only: the Modal
-image imports this module and carries no pydantic.
+(inside the container), so both start the harness and read its result the same way. Standard
+library (and harness.protocol) only: the Modal image imports this module and carries no pydantic.
 
 Three things this module guarantees whoever calls it:
-- no secret reaches the training process: the environment is scrubbed of tokens, keys and the
+- no secret reaches the training process: `without_secrets` drops tokens, keys and the
   GitHub / Anthropic / Modal variables before the harness starts (the harness's worker inherits it);
 - the harness comes from a trusted directory (the main checkout, or /root in the container): the
   child runs in a scratch directory holding only the candidate's train.py, with the trusted
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import fnmatch
+import json
 import os
 import signal
 import subprocess
@@ -31,10 +33,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-# Exit codes of `python -m harness run` (the same values as autoresearch_ci.runners.base).
-EXIT_RESULT = 0
-EXIT_USAGE = 2
-EXIT_INFRA = 3
+from harness.protocol import EXIT_RESULT, EXIT_USAGE, exit_reason, hard_deadline_seconds
 
 # Environment variables the training process must never see. Matched case-insensitively.
 SECRET_PATTERNS = (
@@ -58,6 +57,22 @@ SECRET_PATTERNS = (
 
 LOG_TAIL_LINES = 60
 KILL_GRACE_S = 5.0  # between SIGTERM and SIGKILL of the process group
+UNKNOWN_PRESET_S = 60.0  # deadline for a preset the harness does not know: it says so at once (exit 2)
+
+
+class AttemptFailed(Exception):
+    """One attempt produced no result, for a reason that is not the candidate's (never charged).
+
+    retry: whether another attempt can help (not for a usage error: the same command fails the same
+    way). log_tail: what the harness printed. seconds: the device time the attempt held, when the
+    machine that ran it measured it (a Modal container)."""
+
+    def __init__(self, reason: str, *, retry: bool = True, log_tail: str = "", seconds: float | None = None):
+        super().__init__(reason)
+        self.reason = reason
+        self.retry = retry
+        self.log_tail = log_tail
+        self.seconds = seconds
 
 
 def is_secret_name(name: str) -> bool:
@@ -65,19 +80,20 @@ def is_secret_name(name: str) -> bool:
     return any(fnmatch.fnmatchcase(upper, p) for p in SECRET_PATTERNS)
 
 
-def scrub_env(env: Mapping[str, str]) -> dict[str, str]:
-    """A copy of `env` without anything that looks like a credential."""
+def without_secrets(env: Mapping[str, str]) -> dict[str, str]:
+    """A copy of `env` without anything that looks like a credential: the one rule for every process
+    this package starts with candidate code in it (the harness, the guard command)."""
     return {k: v for k, v in env.items() if not is_secret_name(k)}
 
 
 def harness_env(
     trusted_root: str | Path, base: Mapping[str, str] | None = None, **extra: str
 ) -> dict[str, str]:
-    """The harness's environment: `base` (default os.environ) plus `extra`, scrubbed, with the
+    """The harness's environment: `base` (default os.environ) plus `extra`, without secrets, with the
     trusted root first on PYTHONPATH so `-m harness` resolves to the main checkout's harness."""
     env = dict(os.environ if base is None else base)
     env.update(extra)
-    env = scrub_env(env)
+    env = without_secrets(env)
     parts = [str(trusted_root)] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
     env["PYTHONPATH"] = os.pathsep.join(parts)
     env["PYTHONUNBUFFERED"] = "1"  # progress lines arrive as they are printed, not at exit
@@ -86,16 +102,13 @@ def harness_env(
 
 
 def hard_timeout_s(preset_name: str, margin_s: float) -> float:
-    """The longest a whole harness run may take: the preset's own deadlines plus a margin.
-
-    The harness kills its worker at startup allowance + budget + grace and bounds evaluation by
-    its eval timeout; this outer limit only catches a harness that hangs itself."""
-    from harness.presets import get_preset
-
-    p = get_preset(preset_name)
-    return (
-        p.startup_allowance_seconds + p.budget_seconds + p.grace_seconds + p.eval_timeout_seconds + margin_s
-    )
+    """The longest a whole harness process may take: the preset's hard deadline (harness.protocol)
+    plus a margin for the interpreter, imports and writing metrics. This outer limit only catches a
+    harness that hangs itself; a preset the harness does not know gets UNKNOWN_PRESET_S."""
+    try:
+        return hard_deadline_seconds(preset_name) + margin_s
+    except ValueError:
+        return UNKNOWN_PRESET_S + margin_s
 
 
 def harness_command(python: str, train_file: Path, preset: str, seed: int, out: Path) -> list[str]:
@@ -238,3 +251,25 @@ def run_process(
         seconds=time.monotonic() - t0,
         log_tail="\n".join(tail),
     )
+
+
+def read_result(res: ProcResult, metrics_file: Path) -> dict:
+    """The metrics.json the harness wrote (a dict), or AttemptFailed saying why there is none:
+    harness.protocol's exit codes (a usage error is not retried), a hang, a missing or unreadable file."""
+    if res.timed_out or res.returncode != EXIT_RESULT:
+        raise AttemptFailed(
+            exit_reason(res.returncode, timed_out=res.timed_out, seconds=res.seconds),
+            retry=res.timed_out or res.returncode != EXIT_USAGE,
+            log_tail=res.log_tail,
+        )
+    try:
+        data = json.loads(metrics_file.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise AttemptFailed("the harness exited 0 but wrote no metrics file", log_tail=res.log_tail) from None
+    except (OSError, ValueError) as e:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        raise AttemptFailed(
+            f"unreadable metrics file: {type(e).__name__}: {str(e)[:300]}", log_tail=res.log_tail
+        ) from None
+    if not isinstance(data, dict):
+        raise AttemptFailed("unreadable metrics file: not a JSON object", log_tail=res.log_tail)
+    return data

@@ -26,8 +26,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from autoresearch_ci import gitops
-from autoresearch_ci.gitops import Git, GitError, MergeConflict
+from autoresearch_ci.forge import gitcore as gitops
+from autoresearch_ci.forge.git import Git
+from autoresearch_ci.forge.gitcore import GitError, MergeConflict
 
 BOT_USER = {"login": "github-actions[bot]", "id": 41898282, "type": "Bot"}
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
-from autoresearch_ci.gitops import Git
+from autoresearch_ci.forge.git import Git
 
 
 def git(cwd: Path, *args: str) -> str:

@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from autoresearch_ci import cli
-from autoresearch_ci.gitops import Git
+from autoresearch_ci.forge.git import Git
 from autoresearch_ci.ledger import Ledger
 from autoresearch_ci.proposers.base import ProposalContext
 from autoresearch_ci.records import ExperimentRecord, Proposal, RunOutcome, RunRequest

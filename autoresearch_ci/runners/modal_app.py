@@ -2,8 +2,8 @@
 
 Deploy it once per harness change (the GPU runner calls the deployed function by name):
 
-    modal deploy -m autoresearch_ci.modal_app           # from the repository root
-    modal run -m autoresearch_ci.modal_app::prepare_data --preset gpu     # optional: warm the volume
+    modal deploy -m autoresearch_ci.runners.modal_app           # from the repository root
+    modal run -m autoresearch_ci.runners.modal_app::prepare_data --preset gpu     # optional: warm the volume
 
 What is in it:
 - `image`: Debian slim, Python 3.11, torch and the harness's dependencies (pinned), the offline corpus
@@ -16,10 +16,11 @@ What is in it:
   AUTORESEARCH_MODAL_INDUCTOR_CACHE=0 if you do not want runs to share anything writable).
 - `prepare_data(preset)`: a CPU function that runs harness prepare on the volume and commits it.
 - `run_candidate(request_json)`: one harness run on a GPU. It writes train.py to a scratch directory,
-  runs `python -m harness run` as a subprocess with a scrubbed environment (Modal injects no secret
-  into this function; we attach none, and the MODAL_* variables the container has are removed
-  anyway), and returns a JSON envelope (see `run_candidate`). A harness exit code of 3 (or a hung or
-  killed harness) raises `HarnessInfraError`, so Modal's retry policy, then the runner's, treat it as
+  runs `python -m harness run` as a subprocess without secrets (Modal injects no secret into this
+  function; we attach none, and the MODAL_* variables the container has are removed anyway), and
+  returns a JSON envelope (see `run_candidate`). It starts the harness and reads its result with
+  process.py, as the local runner does: a harness exit code of 3 (or a hung or killed harness)
+  raises `HarnessInfraError`, so Modal's retry policy, then the runner's, treat it as
   infrastructure. A candidate's crash is a normal return with status "crash".
   Each input gets a fresh container (`single_use_containers`): nothing a candidate leaves behind
   (files, processes, a patched site-packages) can touch the next run.
@@ -58,12 +59,12 @@ if not __package__:
     # reach the container. The module form mounts both.
     raise ImportError(
         "deploy the Modal app as a module, from the repository root: "
-        "modal deploy -m autoresearch_ci.modal_app"
+        "modal deploy -m autoresearch_ci.runners.modal_app"
     )
 
 import modal  # noqa: E402
 
-from harness.presets import get_preset  # noqa: E402
+from harness.protocol import hard_deadline_seconds  # noqa: E402
 
 APP_NAME = os.environ.get("AUTORESEARCH_MODAL_APP", "autoresearch-ci")
 GPU = os.environ.get("AUTORESEARCH_MODAL_GPU", "H100")
@@ -84,9 +85,7 @@ def function_timeout_s(preset_name: str = PRESET, margin_s: float = MARGIN_S) ->
     """The Modal function timeout: the preset's whole hard deadline plus the margin (container start,
     imports, result upload). Modal only kills a run that the harness (and our subprocess timeout,
     which fires `margin_s / 2` earlier) failed to stop."""
-    p = get_preset(preset_name)
-    deadline = p.startup_allowance_seconds + p.budget_seconds + p.grace_seconds + p.eval_timeout_seconds
-    return int(deadline + margin_s)
+    return int(hard_deadline_seconds(preset_name) + margin_s)
 
 
 image = (
@@ -138,12 +137,11 @@ def run_request(request: dict, *, margin_s: float = MARGIN_S, python: str = sys.
     in the metrics (`device`), as the harness saw it.
     """
     from autoresearch_ci.runners.process import (
-        EXIT_INFRA,
-        EXIT_RESULT,
-        EXIT_USAGE,
+        AttemptFailed,
         hard_timeout_s,
         harness_command,
         harness_env,
+        read_result,
         run_process,
     )
 
@@ -153,15 +151,11 @@ def run_request(request: dict, *, margin_s: float = MARGIN_S, python: str = sys.
         work = Path(tmp)
         train_file, out = work / "train.py", work / "metrics.json"
         train_file.write_bytes(str(request["train_py"]).encode("utf-8"))
-        try:
-            timeout = hard_timeout_s(preset, margin_s / 2)
-        except ValueError:
-            timeout = 60.0
         res = run_process(
             harness_command(python, train_file, preset, seed, out),
             cwd=work,
             env=harness_env(_trusted_root(), os.environ),
-            timeout_s=timeout,
+            timeout_s=hard_timeout_s(preset, margin_s / 2),
             on_line=print,  # into the container's log: `modal app logs` shows the run live
         )
         envelope = {
@@ -171,24 +165,13 @@ def run_request(request: dict, *, margin_s: float = MARGIN_S, python: str = sys.
             "container_seconds": 0.0,
             "exit_code": res.returncode,
         }
-        if res.returncode == EXIT_USAGE:
+        try:
+            envelope["metrics"] = read_result(res, out)
+        except AttemptFailed as e:
+            if e.retry:
+                raise HarnessInfraError(f"{e.reason}\n{res.log_tail[-2000:]}") from None
             # Not raised: Modal would retry it, and the same arguments fail the same way.
-            envelope["usage_error"] = "the harness rejected its arguments (exit 2)"
-        elif res.returncode == EXIT_RESULT and out.exists():
-            try:
-                envelope["metrics"] = json.loads(out.read_text(encoding="utf-8"))
-            except (OSError, ValueError) as e:
-                raise HarnessInfraError(f"unreadable metrics file: {e}\n{res.log_tail[-2000:]}") from None
-        else:
-            if res.timed_out:
-                why = f"the harness hung: killed after {res.seconds:.0f} s"
-            elif res.returncode == EXIT_INFRA:
-                why = "the harness reported an infrastructure failure (exit 3)"
-            elif res.returncode == EXIT_RESULT:
-                why = "the harness exited 0 but wrote no metrics file"
-            else:
-                why = f"the harness ended with code {res.returncode}"
-            raise HarnessInfraError(f"{why}\n{res.log_tail[-2000:]}")
+            envelope["usage_error"] = e.reason
     if INDUCTOR_CACHE and not modal.is_local():
         try:
             inductor_volume.commit()  # share the kernels this run compiled; never fail a run for it
@@ -238,5 +221,5 @@ def prepare_data(preset: str = PRESET) -> str:
 
 @app.local_entrypoint()
 def main(preset: str = PRESET) -> None:
-    """`modal run -m autoresearch_ci.modal_app --preset gpu`: prepare the volume and print what is there."""
+    """`modal run -m autoresearch_ci.runners.modal_app --preset gpu`: prepare the volume and show it."""
     print(prepare_data.remote(preset))

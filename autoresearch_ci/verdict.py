@@ -1,6 +1,7 @@
-"""The judge: keep a candidate only when it beats the baseline by more than the noise.
+"""The verdict: keep a candidate only when it beats the baseline by more than the noise.
 
-Pure decision logic over numbers; nothing here runs, reads or writes anything.
+Pure: numbers in, verdict out. Nothing here runs, reads or writes anything; the judge step
+(steps/judge.py) hands it the runs and the baseline (baselines.py) and records what it says.
 
     noise   = pooled sample std of val_bpb over baseline runs of the same (preset, runner, device),
               pooled across baseline commits, so 2 seeds per baseline still add up to a usable estimate
@@ -36,39 +37,24 @@ candidate, so with K candidates a tick some no-effect change is kept about K tim
 all candidates of one base commit share its baseline mean, so a baseline that came out high by
 chance favours several at once (re-measuring it, baseline_max_experiments, bounds the streak).
 
-Reproduce: python -m autoresearch_ci.judge --simulate 100000
+Reproduce: python -m autoresearch_ci.verdict --simulate 100000
 """
 
 from __future__ import annotations
 
 import math
 import statistics
-from collections.abc import Iterable, Mapping, Sequence
-from datetime import datetime
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel
 
-from autoresearch_ci.records import BaselineStats, RunOutcome, Verdict, utcnow
+from autoresearch_ci.noise import NoiseEstimate, noise_estimate, t_multiplier
+from autoresearch_ci.records import BaselineStats, RunOutcome, Verdict
+from harness.protocol import CANDIDATE_FAILURES
 
 if TYPE_CHECKING:
     from autoresearch_ci.config import Config, JudgeConfig
-    from autoresearch_ci.ledger import Ledger
-
-CRASH_STATUSES = ("crash", "timeout", "nan")
-
-
-class NoiseEstimate(BaseModel):
-    """The run-to-run spread of val_bpb and how much evidence stands behind it."""
-
-    model_config = ConfigDict(frozen=True)
-
-    sigma: float  # pooled sample std (ddof=1 within each group); 0.0 when dof == 0
-    dof: int  # sum over groups of (runs - 1)
-    groups: int  # baseline commits that contributed
-
-    def __float__(self) -> float:
-        return self.sigma
 
 
 class NeedConfirmation(BaseModel):
@@ -81,70 +67,6 @@ class NeedConfirmation(BaseModel):
     threshold: float
     noise: float
     runs: int
-
-
-# ----------------------------------------------------------------------------------------------
-# statistics
-
-
-def noise_estimate(baseline_groups: Iterable[Sequence[float] | BaselineStats] | Mapping) -> NoiseEstimate:
-    """Pooled sample std across groups of baseline val_bpb (one group per baseline commit).
-
-    sigma^2 = sum_g sum_i (x_gi - mean_g)^2 / sum_g (n_g - 1). Groups of one run add nothing. The judge
-    applies `noise_floor`, so a lucky zero spread never makes the threshold vanish."""
-    if isinstance(baseline_groups, Mapping):
-        baseline_groups = baseline_groups.values()
-    ss, dof, used = 0.0, 0, 0
-    for g in baseline_groups:
-        values = g.values if isinstance(g, BaselineStats) else g
-        xs = [float(x) for x in values if x is not None and math.isfinite(x)]
-        if len(xs) < 2:
-            continue
-        mean = statistics.fmean(xs)
-        ss += sum((x - mean) ** 2 for x in xs)
-        dof += len(xs) - 1
-        used += 1
-    return NoiseEstimate(sigma=math.sqrt(ss / dof) if dof else 0.0, dof=dof, groups=used)
-
-
-def _t_cdf(t: float, dof: int) -> float:
-    """Student-t CDF for integer dof (Abramowitz & Stegun 26.7.3 and 26.7.4: finite series)."""
-    if t < 0:
-        return 1.0 - _t_cdf(-t, dof)
-    theta = math.atan(t / math.sqrt(dof))
-    c2, s = math.cos(theta) ** 2, math.sin(theta)
-    if dof % 2 == 1:
-        total, term = 0.0, 1.0
-        for k in range(1, (dof - 1) // 2 + 1):  # 1 + 2/3 c^2 + 2*4/(3*5) c^4 + ...
-            total += term
-            term *= c2 * (2 * k) / (2 * k + 1)
-        a = 2 / math.pi * (theta + (s * math.cos(theta) * total if dof > 1 else 0.0))
-    else:
-        total, term = 0.0, 1.0
-        for k in range(1, dof // 2 + 1):  # 1 + 1/2 c^2 + 1*3/(2*4) c^4 + ...
-            total += term
-            term *= c2 * (2 * k - 1) / (2 * k)
-        a = s * total
-    return (1.0 + a) / 2.0
-
-
-def t_multiplier(k: float, dof: int | None) -> float:
-    """The Student-t quantile (dof) with the same one-sided tail as k standard normal deviations.
-
-    With sigma estimated from dof degrees of freedom, delta / (s * se) is t-distributed, so this
-    keeps the false-keep rate of the k-sigma rule whatever the number of baseline runs."""
-    if dof is None or dof > 1000:
-        return k
-    if dof < 1:
-        raise ValueError("the noise needs at least one degree of freedom")
-    p = statistics.NormalDist().cdf(k)
-    lo, hi = 0.0, max(k, 1.0)
-    while _t_cdf(hi, dof) < p:
-        hi *= 2
-    for _ in range(100):
-        mid = (lo + hi) / 2
-        lo, hi = (mid, hi) if _t_cdf(mid, dof) < p else (lo, mid)
-    return (lo + hi) / 2
 
 
 # ----------------------------------------------------------------------------------------------
@@ -194,8 +116,8 @@ def decide(
             )
         elif m.status == "invalid":
             invalid.append(f"seed {seed}: {_error_line(m.error)}")
-        elif m.status in CRASH_STATUSES or m.val_bpb is None or not math.isfinite(m.val_bpb):
-            what = m.status if m.status in CRASH_STATUSES else "no finite val_bpb"
+        elif m.status in CANDIDATE_FAILURES or m.val_bpb is None or not math.isfinite(m.val_bpb):
+            what = m.status if m.status in CANDIDATE_FAILURES else "no finite val_bpb"
             crashed.append(f"{what} (seed {seed}): {_error_line(m.error)}")
         elif o.request.preset != baseline.preset:
             return Verdict(
@@ -277,56 +199,65 @@ def decide(
 
 
 # ----------------------------------------------------------------------------------------------
-# baseline freshness
+# a tick's verdicts
 
 
-def baseline_staleness(
-    ledger: Ledger,
-    commit: str,
-    cfg: Config,
+def for_candidate(
+    runs: Sequence[RunOutcome],
+    baseline: BaselineStats | None,
+    noise: NoiseEstimate | float,
+    cfg: Config | JudgeConfig,
     *,
-    runner: str | None = None,
-    now: datetime | None = None,
-    train_sha256: str | None = None,
-) -> str | None:
-    """Why the baseline of `commit` must be measured again (None: it is fresh).
+    proposal_ok: bool = True,
+    guard_ok: bool = True,
+    reasons: Sequence[str] = (),
+) -> Verdict:
+    """The final verdict of one candidate of a tick, whatever stopped it (never NeedConfirmation).
 
-    A baseline drifts with the machines under it (drivers, runtime-fetched kernels, Modal hosts), so it
-    is re-measured when it is older than baseline_max_age_hours or has served baseline_max_experiments."""
-    runner = runner or cfg.runner
-    recs = ledger.baselines_for(commit, cfg.preset, runner, train_sha256=train_sha256)
-    if not recs:
-        return f"no baseline of {commit[:10]} on {cfg.preset}/{runner}"
-    newest = max((r.finished_at or r.created_at) for r in recs)
-    age_h = ((now or utcnow()) - newest).total_seconds() / 3600
-    if age_h > cfg.judge.baseline_max_age_hours:
-        return f"the newest baseline is {age_h:.1f} h old (limit {cfg.judge.baseline_max_age_hours:g} h)"
-    served = sum(
-        1
-        for r in ledger.experiments()
-        if r.parent_commit == commit
-        and r.preset == cfg.preset
-        and r.runner == runner
-        and r.created_at > newest
-    )
-    limit = cfg.judge.baseline_max_experiments
-    if served >= limit:
-        return f"{served} experiments judged since the last baseline (limit {limit})"
-    return None
+    `reasons` are the proposal's failure or the guard's objections. A marginal win whose
+    confirmation run is missing is a discard: it is not kept without its confirmation."""
+    if not proposal_ok:
+        return Verdict(decision="proposal-failed", reason=reasons[0] if reasons else "proposal failed")
+    if not guard_ok:
+        return Verdict(decision="invalid", reason="guard: " + "; ".join(reasons))
+    if baseline is None:
+        return Verdict(decision="infra-error", reason="no baseline measurement succeeded for the base commit")
+    if not runs:
+        return Verdict(
+            decision="infra-error", reason="the candidate was not run (train step missing or interrupted)"
+        )
+    out = decide(runs, baseline, noise, cfg)
+    if isinstance(out, NeedConfirmation):
+        return Verdict(
+            decision="discard",
+            reason="a marginal win whose confirmation run is missing; not kept without confirmation",
+            candidate_mean=out.candidate_mean,
+            baseline_mean=baseline.mean,
+        )
+    return out
 
 
-def baseline_is_stale(
-    ledger: Ledger,
-    commit: str,
-    cfg: Config,
-    *,
-    runner: str | None = None,
-    now: datetime | None = None,
-    train_sha256: str | None = None,
-) -> bool:
-    return (
-        baseline_staleness(ledger, commit, cfg, runner=runner, now=now, train_sha256=train_sha256) is not None
-    )
+def one_winner(verdicts: Sequence[tuple[str, Verdict]]) -> list[Verdict]:
+    """(experiment id, verdict) of a tick's candidates -> their verdicts with at most one keep.
+
+    Two wins measured against the same base are not known to stack, so only the biggest is merged;
+    the other wins become discards, to be re-tested on the new base."""
+    keeps = [(eid, v) for eid, v in verdicts if v.decision == "keep"]
+    if not keeps:
+        return [v for _, v in verdicts]
+    winner = min(keeps, key=lambda t: t[1].delta if t[1].delta is not None else 0.0)[0]
+    return [
+        v
+        if v.decision != "keep" or eid == winner
+        else v.model_copy(
+            update={
+                "decision": "discard",
+                "reason": f"beat the baseline ({v.reason}) but {winner} won this tick by more; "
+                "re-test on the new base",
+            }
+        )
+        for eid, v in verdicts
+    ]
 
 
 # ----------------------------------------------------------------------------------------------

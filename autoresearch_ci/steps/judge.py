@@ -1,0 +1,204 @@
+"""Step 3, judge: verdicts, the forge's actions, and the record of it all.
+
+    judge(cfg, state, results, forge, ledger) -> the records written
+
+Runs with the write token. In order: the tick's baseline runs become a baseline record; every
+candidate gets its verdict (verdict.for_candidate) against the baseline and noise of baselines.py,
+and at most one keep survives (verdict.one_winner); then each candidate, in turn, is acted on (the
+results comment, the status, merge or archive), recorded in the ledger and logged in resources.md;
+last, the Summary of resources.md and results.tsv are rewritten and the forge persists them.
+
+A record whose forge action failed keeps its verdict and is acted on again by the next run of this
+step; a record already written and acted on is left alone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from autoresearch_ci import baselines, verdict
+from autoresearch_ci.config import Config
+from autoresearch_ci.forge.base import Forge, ForgeError
+from autoresearch_ci.ledger import Ledger
+from autoresearch_ci.records import (
+    BaselineStats,
+    Candidate,
+    ExperimentRecord,
+    RunOutcome,
+    Verdict,
+    sha256_text,
+    utcnow,
+)
+from autoresearch_ci.report import pr, resources, tables
+from autoresearch_ci.steps.state import PlannedCandidate, Progress, TickResults, TickState, quiet
+
+
+def judge(
+    cfg: Config,
+    state: TickState,
+    results: TickResults,
+    forge: Forge,
+    ledger: Ledger,
+    summarizer: Callable[[str], str | None] | None = None,
+    progress: Progress = quiet,
+    gpu_usd_per_second: float = 0.0,
+) -> list[ExperimentRecord]:
+    ledger.recover()  # a torn last line from a killed writer goes to .corrupt (reported), not in our way
+    done = {r.id: r for r in ledger.records()}
+    written: list[ExperimentRecord] = []
+
+    baseline_runs = results.for_experiment(state.tick_id, "baseline")
+    if baseline_runs and state.tick_id not in done:
+        rec = _baseline_record(state, baseline_runs, gpu_usd_per_second)
+        ledger.append(rec)
+        written.append(rec)
+    records = ledger.records()
+    base = baselines.current(
+        records,
+        state.base_commit,
+        state.base_files,
+        state.preset,
+        state.runner,
+        tick_id=state.tick_id,
+        fresh=state.baseline_fresh,
+        new_runs=baseline_runs,
+    )
+    noise = baselines.noise(records, state.base_files, state.preset, state.runner, base)
+
+    # Decide every candidate first, then act: only the best keep of the tick is merged.
+    runs = {c.experiment_id: results.for_experiment(c.experiment_id) for c in state.candidates}
+    decided = verdict.one_winner(
+        [
+            (
+                c.experiment_id,
+                verdict.for_candidate(
+                    runs[c.experiment_id],
+                    base,
+                    noise,
+                    cfg.judge,
+                    proposal_ok=c.proposal.ok,
+                    guard_ok=c.guard_ok,
+                    reasons=c.guard_reasons,
+                ),
+            )
+            for c in state.candidates
+        ]
+    )
+
+    text = forge.working_text(cfg.paths.resources)
+    for c, v in zip(state.candidates, decided, strict=True):
+        prior = done.get(c.experiment_id)
+        if prior is not None and (not prior.forge_error or c.candidate is None):
+            continue  # judged and acted on already
+        # A record whose forge action failed is acted on again, with the verdict it recorded.
+        rec = (
+            prior.model_copy(update={"forge_error": None})
+            if prior is not None
+            else _record(state, c, v, runs[c.experiment_id], base, gpu_usd_per_second)
+        )
+        progress(f"{c.experiment_id}: {rec.verdict.decision}")
+        if c.candidate is not None:
+            try:
+                _act(forge, c.candidate, rec)
+            except ForgeError as exc:
+                # The verdict stands and is recorded; the forge action can be redone by hand or by
+                # the next run of this step (every forge action is idempotent).
+                rec.forge_error = str(exc)
+                progress(f"{c.experiment_id}: forge action failed: {exc}")
+        if prior is not None and rec == prior:
+            continue  # failed again the same way: nothing new to record
+        ledger.append(rec)  # for a retried action: an update (the ledger keeps an id's last line)
+        written.append(rec)
+        # A kept candidate's own runs are not carried over as the new base's baseline: they were
+        # selected for being low (winner's curse), so the next tick measures the new base afresh.
+        if (entry := resources.add_entry(text, rec)) is not None:
+            text = entry
+            forge.write_files({cfg.paths.resources: text})
+
+    if any(r.kind == "experiment" for r in written):
+        experiments = ledger.experiments()
+        summary = resources.condense_text(text, experiments, summarizer, every=cfg.learnings.condense_every)
+        files = {cfg.paths.results_tsv: tables.results_tsv(experiments)}
+        forge.write_files({cfg.paths.resources: summary, **files} if summary is not None else files)
+    if written:
+        forge.persist(
+            [cfg.paths.ledger, cfg.paths.results_tsv, cfg.paths.resources],
+            pr.ledger_message(state.tick_id, len(written)),
+        )
+    return written
+
+
+def _baseline_record(state: TickState, runs: list[RunOutcome], gpu_usd_per_second: float) -> ExperimentRecord:
+    gpu = sum(o.wall_seconds for o in runs)
+    return ExperimentRecord(
+        id=state.tick_id,
+        kind="baseline",
+        tick=state.tick_id,
+        parent_commit=state.base_commit,
+        candidate_commit=state.base_commit,
+        preset=state.preset,
+        runner=state.runner,
+        device=next((o.metrics.device for o in runs if o.metrics), None),
+        seeds=[o.request.seed for o in runs],
+        runs=runs,
+        gpu_seconds=gpu,
+        cost_usd=gpu * gpu_usd_per_second,
+        harness_sha256=next((o.metrics.harness_sha256 for o in runs if o.metrics), None),
+        hypothesis="baseline measurement",
+        finished_at=utcnow(),
+        actions_run_url=state.actions_run_url,
+    )
+
+
+def _record(
+    state: TickState,
+    c: PlannedCandidate,
+    v: Verdict,
+    runs: list[RunOutcome],
+    base: BaselineStats | None,
+    gpu_usd_per_second: float,
+) -> ExperimentRecord:
+    metrics = [o.metrics for o in runs if o.metrics is not None]
+    gpu = sum(o.wall_seconds for o in runs)
+    return ExperimentRecord(
+        id=c.experiment_id,
+        kind="experiment",
+        tick=state.tick_id,
+        finished_at=utcnow(),
+        proposer=c.proposal.proposer,
+        hypothesis=c.proposal.hypothesis,
+        edit=c.proposal.edit,
+        parent_commit=state.base_commit,
+        candidate_commit=c.candidate.commit if c.candidate else None,
+        branch=c.candidate.branch if c.candidate else None,
+        pr_number=c.candidate.pr_number if c.candidate else None,
+        pr_url=c.candidate.pr_url if c.candidate else None,
+        actions_run_url=state.actions_run_url,
+        patch=c.patch,
+        patch_sha256=sha256_text(c.patch) if c.patch else None,
+        preset=state.preset,
+        runner=state.runner,
+        device=metrics[0].device if metrics else None,
+        seeds=[o.request.seed for o in runs],
+        runs=runs,
+        baseline=base,
+        verdict=v,
+        llm=c.proposal.usage,
+        gpu_seconds=gpu,
+        cost_usd=gpu * gpu_usd_per_second + c.proposal.usage.cost_usd,
+        harness_sha256=metrics[0].harness_sha256 if metrics else None,
+    )
+
+
+def _act(forge: Forge, cand: Candidate, rec: ExperimentRecord) -> None:
+    """The forge action for a verdict. The comment and status come first, so a merge that fails still
+    leaves the evidence on the PR; the ledger record is written by the caller either way."""
+    v = rec.verdict
+    forge.comment(cand, pr.render_pr_comment(rec))
+    state, description = pr.status(v)
+    forge.set_status(cand, state, description)
+    if v.decision == "keep":
+        # "" means GitHub auto-merge is armed but has not merged yet: nothing to carry over then.
+        rec.merged_commit = forge.merge(cand, pr.merge_message(rec)) or None
+    elif v.decision != "infra-error":  # an infrastructure failure leaves the PR open for a re-run
+        rec.archived_ref = forge.archive(cand)
