@@ -58,7 +58,7 @@ class LLMConfig(_Section):
 
 
 class JudgeConfig(_Section):
-    """How a candidate must beat the baseline to be kept (see judge.py for the statistics).
+    """How a candidate must beat the baseline to be kept (see verdict.py and noise.py for the statistics).
 
     min_effect is the smallest improvement worth a merge, in absolute val_bpb, whatever the noise.
     0.001 is about 0.1% of karpathy's 0.998 baseline and about 3x the level below which an H100 result

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import subprocess
 import tempfile
-import time
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -27,6 +26,15 @@ from autoresearch_ci.forge.gitcore import (
     PushRejected,
     to_bytes,
 )
+from autoresearch_ci.retry import retrying
+
+
+class _Hiccup(Exception):
+    """A network failure git reported that one more try may get past."""
+
+    def __init__(self, proc: subprocess.CompletedProcess):
+        super().__init__(proc.stderr.decode("utf-8", "replace").strip())
+        self.proc = proc
 
 
 class Git(GitCore):
@@ -137,15 +145,20 @@ class Git(GitCore):
         self, *args: str, attempts: int = 3, backoff: float = PUSH_BACKOFF_S
     ) -> subprocess.CompletedProcess:
         """Run a fetch/push/ls-remote, retrying transient network failures (never rejections)."""
-        for attempt in range(1, attempts + 1):
+
+        def once() -> subprocess.CompletedProcess:
             proc = self.run_bytes(*args, check=False)
-            if proc.returncode == 0:
-                return proc
-            err = proc.stderr.decode("utf-8", "replace")
-            if attempt < attempts and any(m in err.lower() for m in TRANSIENT_MARKERS):
-                time.sleep(backoff * 2 ** (attempt - 1))
-                continue
+            err = proc.stderr.decode("utf-8", "replace").lower()
+            if proc.returncode != 0 and any(m in err for m in TRANSIENT_MARKERS):
+                raise _Hiccup(proc)
             return proc
+
+        try:
+            for attempt in retrying(attempts - 1, backoff, lambda e: isinstance(e, _Hiccup)):
+                with attempt:
+                    return once()
+        except _Hiccup as e:
+            return e.proc
         raise AssertionError("unreachable")
 
     def fetch(self, remote: str, *refspecs: str) -> None:
@@ -209,25 +222,25 @@ class Git(GitCore):
         is retried with exponential backoff, `attempts` times in all. Returns the pushed commit."""
         ref = f"refs/heads/{branch}"
         union_paths = list(union_paths)
-        last: GitError | None = None
-        for attempt in range(1, attempts + 1):
-            local = self.rev_parse(ref)
-            upstream = self._remote_head(remote, branch)
-            if upstream is not None and upstream != local:
-                merged = self.integrate(local, upstream, union_paths=union_paths)
-                if merged != local:
-                    self.advance_branch(branch, merged, local)
-                    local = merged
-            if upstream == local:
-                return local
-            try:
-                self.push(remote, f"{ref}:{ref}")
-                return local
-            except PushRejected as e:
-                last = e
-                if attempt < attempts:
-                    time.sleep(backoff * 2 ** (attempt - 1))
-        raise GitError(f"push of {branch} to {remote} was still rejected after {attempts} attempts: {last}")
+        try:
+            for attempt in retrying(attempts - 1, backoff, lambda e: isinstance(e, PushRejected)):
+                with attempt:
+                    local = self.rev_parse(ref)
+                    upstream = self._remote_head(remote, branch)
+                    if upstream is not None and upstream != local:
+                        merged = self.integrate(local, upstream, union_paths=union_paths)
+                        if merged != local:
+                            self.advance_branch(branch, merged, local)
+                            local = merged
+                    if upstream == local:
+                        return local
+                    self.push(remote, f"{ref}:{ref}")
+                    return local
+        except PushRejected as e:
+            raise GitError(
+                f"push of {branch} to {remote} was still rejected after {attempts} attempts: {e}"
+            ) from e
+        raise AssertionError("unreachable")
 
     def _remote_head(self, remote: str, branch: str) -> str | None:
         """Fetch the remote's branch; None when the remote does not have it yet."""

@@ -8,7 +8,8 @@ scratch directory and `python -m harness run` is started with the harness of the
 Runs are sequential, on purpose: the budget is wall-clock time, so two runs sharing two CPU cores
 (or one GPU) would each get half a machine and a distorted result.
 
-How an attempt is classified:
+How an attempt is classified (process.read_result applies harness/protocol.py's exit codes, and
+base.run_with_retries retries; the Modal function classifies its runs with the same code):
 - exit 0 with a readable metrics.json: the candidate's result, whatever its status (ok, crash,
   timeout, nan, invalid). Charged to the candidate.
 - exit 3, exit 0 without readable metrics, any other exit code, a harness killed by a signal or by

@@ -54,9 +54,10 @@ import time
 from pathlib import Path
 
 if not __package__:
-    # `modal deploy autoresearch_ci/modal_app.py` imports this file as a top-level module, with
-    # autoresearch_ci/ (not the repository) on sys.path: neither `harness` nor this package would
-    # reach the container. The module form mounts both.
+    # `modal deploy autoresearch_ci/runners/modal_app.py` imports this file as a top-level module,
+    # with autoresearch_ci/runners/ (not the repository) on sys.path: neither `harness` nor this
+    # package would reach the container, and `import modal` would find runners/modal.py. The module
+    # form mounts both.
     raise ImportError(
         "deploy the Modal app as a module, from the repository root: "
         "modal deploy -m autoresearch_ci.runners.modal_app"

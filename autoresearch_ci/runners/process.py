@@ -125,11 +125,6 @@ class ProcResult:
     seconds: float
     log_tail: str
 
-    @property
-    def killed(self) -> bool:
-        """Ended by a signal (ours or anyone's), not by exiting."""
-        return self.timed_out or (self.returncode is not None and self.returncode < 0)
-
 
 def _descendants(pid: int) -> list[int]:
     """Every process below `pid`, at any depth, whatever session it moved to (Linux /proc; [] elsewhere).
