@@ -1,4 +1,4 @@
-"""autoresearch-ci: the research loop around the locked harness (config, ledger, proposers, guard,
-judge, forges, runners, learnings and the CLI)."""
+"""autoresearch-ci: the research loop around the locked harness (config, ledger, baselines, verdict,
+guard, budget; the steps, proposers, forges, runners and report; the CLI)."""
 
 __version__ = "0.1.0"
