@@ -1,0 +1,381 @@
+"""train.py on a corpus of source code on the GPU machine: short sweeps, the 300-s runs, the loss spikes.
+
+The GPU machine lent for benchmarks reaches no network, so climbmix cannot be downloaded there. Its
+stand-in is a parquet corpus of the machine's own source files (../shared/bench/build_code_corpus.py,
+served over HTTP on 127.0.0.1 and prepared through the climbmix code path). See benchmarks/README.md.
+
+    python benchmarks/gpu_code_corpus.py short TRAIN --budget 60 --seed 0 --out r.json
+        one run at a replaced budget, in this process: the harness's data, context, packing and
+        evaluator, but not its supervisor or sandbox (a benchmark, not a preset; numbers from it are
+        only compared with each other)
+    python benchmarks/gpu_code_corpus.py harness TRAIN --seed 0 --out r.json
+        `python -m harness run TRAIN --preset gpu` exactly as the loop runs it, its output read line by
+        line to time the start-up and to collect the per-step losses train.py prints
+    python benchmarks/gpu_code_corpus.py variant TRAIN OUT NAME=VALUE ...
+        a copy of TRAIN with top-level constants replaced (what a sweep runs)
+    python benchmarks/gpu_code_corpus.py plan PLAN.json --out-dir DIR
+        job queues, one per GPU, run side by side (CUDA_VISIBLE_DEVICES), each job started only if its
+        estimated length still fits the plan's deadline; then one results JSON and a table
+    python benchmarks/gpu_code_corpus.py table RESULTS.json ...
+
+Every result carries val_bpb, the train file's sha256, the data fingerprint, the per-step training
+losses and the spike check of issue 12: after the first 10% of the steps, no loss above 2x the median
+of the 50 steps before it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import hashlib
+import json
+import math
+import os
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import replace
+from pathlib import Path
+
+# The checkout whose harness runs: the first folder above this file that holds harness/ (this file may
+# travel to the GPU machine in another folder of the checkout).
+REPO = next(p for p in Path(__file__).resolve().parents if (p / "harness").is_dir())
+LOSS_LINE = re.compile(r"^losses from step (\d+): ([0-9.eE+\- naif]+)$")
+SPIKE_FACTOR, SPIKE_WINDOW, SPIKE_SKIP = 2.0, 50, 0.10
+# Lines of a harness run's output whose arrival times split the start-up and the evaluation.
+MARKS = (
+    ("import_train", "[harness] importing"),  # the worker is set up (torch, data, snapshot, audit hook)
+    ("train_called", "[harness] training:"),  # train.py imported, train(ctx) called
+    ("warmup_done", "train.py: warm-up"),  # train.py's model build and compile warm-up done
+    ("evaluating", "[harness] evaluating"),  # train(ctx) returned
+)
+
+
+def sha256(path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def spike_check(losses: list[float]) -> dict:
+    """Issue 12's criterion: after the first 10% of the steps, no loss above 2x the median of the 50
+    steps before it. Also the largest such ratio, so a near miss shows."""
+    start = max(1, math.ceil(SPIKE_SKIP * len(losses)))
+    spikes, worst = [], (0.0, None)
+    for i in range(start, len(losses)):
+        med = statistics.median(losses[max(0, i - SPIKE_WINDOW) : i])
+        ratio = losses[i] / med if med > 0 else math.inf
+        if not math.isfinite(losses[i]) or ratio > worst[0]:
+            worst = (ratio if math.isfinite(losses[i]) else math.inf, i)
+        if not math.isfinite(losses[i]) or ratio > SPIKE_FACTOR:
+            spikes.append({"step": i, "loss": losses[i], "median_before": med})
+    return {
+        "checked_from_step": start,
+        "spikes": spikes,
+        "max_ratio": round(worst[0], 3),
+        "max_ratio_step": worst[1],
+        "max_loss_after_start": max(losses[start:], default=None),
+    }
+
+
+# ------------------------------------------------------------------------------------------------
+# variant: a copy of train.py with constants replaced
+# ------------------------------------------------------------------------------------------------
+
+
+def make_variant(src: str, overrides: dict[str, str]) -> str:
+    for name, value in overrides.items():
+        pat = re.compile(rf"^{re.escape(name)} = [^#\n]*?(\s*#.*)?$", re.M)
+        if len(pat.findall(src)) != 1:
+            raise SystemExit(f"variant: {name} is not one top-level `NAME = value` line")
+        src = pat.sub(lambda m, v=value, n=name: f"{n} = {v}{m.group(1) or ''}", src)
+    return src
+
+
+# ------------------------------------------------------------------------------------------------
+# short: one run at a replaced budget, in this process
+# ------------------------------------------------------------------------------------------------
+
+
+class _NoSnapshot:
+    def changes(self):
+        return []
+
+
+def run_short(train_file: str, budget: float, seed: int, preset_name: str = "gpu", device=None) -> dict:
+    t_start = time.monotonic()
+    import importlib.util
+    import random
+
+    import numpy as np
+    import torch
+
+    sys.path.insert(0, str(REPO))
+    from harness.context import Context
+    from harness.data import load_prepared
+    from harness.dataloader import piece_starts
+    from harness.evaluate import evaluate
+    from harness.mfu import mfu_percent, peak_flops
+    from harness.presets import get_preset
+
+    base = get_preset(preset_name)
+    preset = replace(base, budget_seconds=float(budget))
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    data = load_prepared(base)
+    tokens = data.train_tokens()
+    starts = piece_starts(tokens, data.bos_id)
+    t_data = time.monotonic()
+
+    losses: dict[int, float] = {}
+
+    class Ctx(Context):
+        def log(self, step, loss, **extra):
+            losses[int(step)] = float(loss)
+            super().log(step, loss, **extra)
+
+    ctx = Ctx(preset, seed=seed, device=device, train_tokens=tokens, train_starts=starts,
+              bos_id=data.bos_id, spawn_time=t_start)  # fmt: skip
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    if device.startswith("cuda"):
+        torch.cuda.reset_peak_memory_stats()
+    spec = importlib.util.spec_from_file_location("train", train_file)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    res = {"mode": "short", "train_file": str(train_file), "train_sha256": sha256(train_file),
+           "data_fingerprint": data.fingerprint, "seed": seed, "budget_s": budget, "device": device,
+           "status": "ok", "error": None}  # fmt: skip
+    model = None
+    try:
+        model = mod.train(ctx)
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+    except Exception as e:  # noqa: BLE001 (a candidate's crash or divergence is its result)
+        res.update(status="crash", error=f"{type(e).__name__}: {e}")
+    t_done = time.monotonic()
+    clock = ctx._clock_start or t_done
+    res.update(
+        startup_s=round(clock - t_start, 2), data_load_s=round(t_data - t_start, 2),
+        training_s=round(t_done - clock, 2), num_steps=len(losses), train_tokens=ctx.tokens_seen,
+    )  # fmt: skip
+    if device.startswith("cuda"):
+        res["peak_memory_mb"] = round(torch.cuda.max_memory_allocated() / 2**20)
+    res["tokens_per_s"] = round(ctx.tokens_seen / res["training_s"]) if res["training_s"] else None
+    if model is not None:
+        ev = evaluate(model, data=data, preset=preset, device=device, snapshot=_NoSnapshot(),
+                      reading_val=contextlib.nullcontext())  # fmt: skip
+        res.update(val_bpb=ev["val_bpb"], val_loss=ev["val_loss"], eval_s=round(time.monotonic() - t_done, 2),
+                   num_params=ev["num_params"], flops_per_token=ev["flops_per_token"])  # fmt: skip
+        if device.startswith("cuda"):
+            peak, _ = peak_flops(torch.cuda.get_device_name())
+            mfu = mfu_percent(ev["flops_per_token"], ctx.tokens_seen, res["training_s"], peak)
+            res["mfu_percent"] = round(mfu, 2) if mfu else None
+    loss_list = [losses[i] for i in sorted(losses)]
+    res["losses"] = [round(v, 4) for v in loss_list]
+    res["spike_check"] = spike_check(loss_list)
+    return res
+
+
+# ------------------------------------------------------------------------------------------------
+# harness: the real run, its output timed line by line
+# ------------------------------------------------------------------------------------------------
+
+
+def run_harness(train_file: str, seed: int, out: str, preset: str = "gpu") -> dict:
+    out = Path(out)
+    cmd = [sys.executable, "-m", "harness", "run", str(train_file), "--preset", preset, "--out", str(out),
+           "--seed", str(seed)]  # fmt: skip
+    t0 = time.monotonic()
+    marks: dict[str, float] = {}
+    losses: dict[int, float] = {}
+    tlog = out.with_suffix(".timed.log")
+    with open(tlog, "w") as f:
+        p = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        for line in p.stdout:
+            t = time.monotonic() - t0
+            f.write(f"{t:8.2f} {line}")
+            line = line.rstrip("\n")
+            for key, prefix in MARKS:
+                if line.startswith(prefix) and key not in marks:
+                    marks[key] = round(t, 2)
+            m = LOSS_LINE.match(line)
+            if m:
+                first = int(m.group(1))
+                for i, v in enumerate(m.group(2).split()):
+                    losses[first + i] = float(v)
+        p.wait()
+    wall = time.monotonic() - t0
+    res = json.loads(out.read_text())
+    loss_list = [losses[i] for i in sorted(losses)]
+    res["benchmark"] = {
+        "mode": "harness", "command": " ".join(cmd[1:]), "wall_s": round(wall, 2),
+        "line_times_s": marks,  # seconds after launch at which these lines appeared
+        "losses": [round(v, 4) for v in loss_list], "spike_check": spike_check(loss_list),
+        "outside_budget_s": round(res["total_seconds"] - res["training_seconds"], 2)
+        if res.get("total_seconds") and res.get("training_seconds") else None,
+    }  # fmt: skip
+    out.write_text(json.dumps(res, indent=1))
+    return res
+
+
+# ------------------------------------------------------------------------------------------------
+# plan: queues of jobs, one per GPU, side by side
+# ------------------------------------------------------------------------------------------------
+
+
+def visible_gpus() -> int:
+    try:
+        out = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, check=False).stdout
+    except OSError:
+        return 0
+    return sum(1 for ln in out.splitlines() if ln.startswith("GPU "))
+
+
+def run_plan(plan_file: str, out_dir: str, deadline: float | None = None) -> list[dict]:
+    plan = json.loads(Path(plan_file).read_text())
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    t0 = time.monotonic()
+    deadline = float(deadline if deadline is not None else plan["deadline_s"])
+    n = visible_gpus()
+    if 0 < n < len(plan["gpus"]):  # fewer GPUs than queues: deal the jobs out in turn
+        queues = list(plan["gpus"].values())
+        merged = [job for i in range(max(map(len, queues))) for q in queues for job in q[i : i + 1]]
+        plan["gpus"] = {str(g): merged[g::n] for g in range(n)}
+        print(f"plan: {n} GPU(s) visible; jobs dealt out over them", flush=True)
+    results: list[dict] = []
+    lock = threading.Lock()
+
+    def queue(gpu: str, jobs: list[dict]):
+        for job in jobs:
+            left = deadline - (time.monotonic() - t0)
+            name = job["name"]
+            if job.get("est_s", 0) > left:
+                print(f"[gpu {gpu}] skip {name}: needs ~{job.get('est_s')} s, {left:.0f} s left", flush=True)
+                with lock:
+                    results.append({"name": name, "gpu": gpu, "status": "skipped", "job": job})
+                continue
+            res_path = out_dir / f"{name}.json"
+            log_path = out_dir / f"{name}.log"
+            env = {**os.environ, "CUDA_VISIBLE_DEVICES": gpu, "PYTHONUNBUFFERED": "1"}
+            if job.get("cold"):  # compile caches of its own, empty: a cold start-up
+                cache = Path(tempfile.mkdtemp(prefix=f"compile-cache-{name}-"))
+                env.update(TORCHINDUCTOR_CACHE_DIR=str(cache), TRITON_CACHE_DIR=str(cache / "triton"))
+            if job["kind"] == "short":
+                cmd = [sys.executable, __file__, "short", job["train"], "--budget", str(job["budget"]),
+                       "--seed", str(job.get("seed", 0)), "--out", str(res_path)]  # fmt: skip
+            else:
+                cmd = [sys.executable, __file__, "harness", job["train"], "--seed", str(job.get("seed", 0)),
+                       "--out", str(res_path)]  # fmt: skip
+            print(f"[gpu {gpu}] start {name} at {time.monotonic() - t0:.0f} s", flush=True)
+            ts = time.monotonic()
+            with open(log_path, "w") as lf:
+                rc = subprocess.run(
+                    cmd, cwd=REPO, env=env, stdout=lf, stderr=subprocess.STDOUT, check=False
+                ).returncode
+            try:
+                r = json.loads(res_path.read_text())
+            except (OSError, ValueError):
+                tail = log_path.read_text()[-2000:] if log_path.exists() else ""
+                r = {"status": "crash", "error": f"exit {rc}, no result\n{tail}"}
+            r.update(name=name, gpu=gpu, job=job, process_s=round(time.monotonic() - ts, 1))
+            with lock:
+                results.append(r)
+            print(f"[gpu {gpu}] done {name} in {r['process_s']} s: {summary_line(r)}", flush=True)
+
+    threads = [threading.Thread(target=queue, args=(g, jobs)) for g, jobs in plan["gpus"].items()]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    (out_dir / "results.json").write_text(json.dumps({"plan": plan, "results": results}, indent=1))
+    print_table(results)
+    return results
+
+
+def _get(r: dict, key: str):
+    if key in r:
+        return r[key]
+    return (r.get("benchmark") or {}).get(key)
+
+
+def summary_line(r: dict) -> str:
+    sc = _get(r, "spike_check") or {}
+    return (f"status {r.get('status')} val_bpb {fmt(r.get('val_bpb'), '.4f')} steps {r.get('num_steps')} "
+            f"tok/s {fmt(r.get('tokens_per_s') or r.get('tokens_per_second'), ',.0f')} "
+            f"mfu {fmt(r.get('mfu_percent'), '.1f')} spikes {len(sc.get('spikes', []))} "
+            f"max_ratio {sc.get('max_ratio')}")  # fmt: skip
+
+
+def fmt(v, spec):
+    return "n/a" if v is None else format(v, spec)
+
+
+def print_table(results: list[dict]) -> None:
+    cols = ("name", "status", "val_bpb", "steps", "tok/s", "mfu", "startup", "train_s", "eval_s", "spikes",
+            "max_ratio", "peak_MB")  # fmt: skip
+    print(" | ".join(cols))
+    for r in results:
+        sc = _get(r, "spike_check") or {}
+        row = (
+            r.get("name"), r.get("status"), fmt(r.get("val_bpb"), ".4f"), r.get("num_steps"),
+            fmt(r.get("tokens_per_s") or r.get("tokens_per_second"), ",.0f"),
+            fmt(r.get("mfu_percent"), ".1f"), fmt(r.get("startup_s") or r.get("startup_seconds"), ".1f"),
+            fmt(r.get("training_s") or r.get("training_seconds"), ".1f"),
+            fmt(r.get("eval_s") or r.get("eval_seconds"), ".1f"), len(sc.get("spikes", [])),
+            sc.get("max_ratio"), fmt(r.get("peak_memory_mb"), ",.0f"),
+        )  # fmt: skip
+        print(" | ".join(str(c) for c in row), flush=True)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    sub = p.add_subparsers(dest="cmd", required=True)
+    s = sub.add_parser("short")
+    s.add_argument("train")
+    s.add_argument("--budget", type=float, required=True)
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--out", required=True)
+    s.add_argument("--preset", default="gpu")
+    s.add_argument("--device", default=None)
+    h = sub.add_parser("harness")
+    h.add_argument("train")
+    h.add_argument("--seed", type=int, default=0)
+    h.add_argument("--out", required=True)
+    h.add_argument("--preset", default="gpu")
+    v = sub.add_parser("variant")
+    v.add_argument("train")
+    v.add_argument("out")
+    v.add_argument("overrides", nargs="*", help="NAME=VALUE")
+    q = sub.add_parser("plan")
+    q.add_argument("plan")
+    q.add_argument("--out-dir", required=True)
+    q.add_argument("--deadline", type=float, default=None, help="seconds from now (default: the plan's)")
+    t = sub.add_parser("table")
+    t.add_argument("files", nargs="+")
+    a = p.parse_args(argv)
+    if a.cmd == "short":
+        r = run_short(a.train, a.budget, a.seed, a.preset, a.device)
+        Path(a.out).write_text(json.dumps(r, indent=1))
+        print(summary_line(r), flush=True)
+    elif a.cmd == "harness":
+        print(summary_line(run_harness(a.train, a.seed, a.out, a.preset)), flush=True)
+    elif a.cmd == "variant":
+        ov = dict(o.split("=", 1) for o in a.overrides)
+        Path(a.out).write_text(make_variant(Path(a.train).read_text(), ov))
+    elif a.cmd == "plan":
+        run_plan(a.plan, a.out_dir, a.deadline)
+    else:
+        rows = []
+        for f in a.files:
+            d = json.loads(Path(f).read_text())
+            rows += d.get("results", [d])
+        print_table(rows)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
