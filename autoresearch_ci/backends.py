@@ -78,7 +78,7 @@ def make_runner(cfg: Config, repo: Path, kind: str | None = None):
     if kind in ("local", "self-hosted"):
         from autoresearch_ci.runners.local import LocalRunner
 
-        return LocalRunner(repo, runner_name=kind)
+        return LocalRunner(repo, runner_name=kind, parallel=cfg.parallel_runs or None)
     if kind == "modal":
         from autoresearch_ci.runners.modal import ModalRunner
 

@@ -7,7 +7,7 @@ dicts). Every section forbids unknown keys and every model is frozen, so a typo 
 names the key, and nothing downstream can change a setting behind the loop's back.
 
     [judge]
-    noise_multiplier = 2.5
+    noise_multiplier = 3.0
 
     $ autoresearch-ci loop --repo .   # reads ./autoresearch.toml
 
@@ -60,6 +60,11 @@ class LLMConfig(_Section):
 class JudgeConfig(_Section):
     """How a candidate must beat the baseline to be kept (see verdict.py and noise.py for the statistics).
 
+    The base and the candidate run on the same seeds and the judge decides on the per-seed
+    differences, a round of pairs at a time: a candidate is kept when the mean difference beats
+    max(min_effect, t(noise_multiplier, dof) x sigma_d / sqrt(pairs)) after at least two pairs,
+    discarded as soon as it is not better by futility_z standard errors, and at max_pairs at the latest.
+
     min_effect is the smallest improvement worth a merge, in absolute val_bpb, whatever the noise.
     0.001 is about 0.1% of karpathy's 0.998 baseline and about 3x the level below which an H100 result
     is suspect (~3e-4, karpathy/autoresearch#560); the biggest single wins of a session are ~0.01, and
@@ -67,19 +72,31 @@ class JudgeConfig(_Section):
     set-ups (CPU, small eval) the noise term, not this floor, sets the bar.
     """
 
-    baseline_seeds: int = Field(2, ge=2, le=16)
     min_effect: float = Field(0.001, ge=0)
-    noise_multiplier: float = Field(2.0, gt=0, le=10)
-    # The smallest run-to-run spread the judge will believe: a lucky identical pair of baseline runs
-    # must not make the bar vanish. 1e-4 is about twice the statistical floor of a 21M-token eval.
+    # c of the keep bar, in standard errors of the mean paired difference, widened by the Student-t
+    # correction on the noise estimate's dof. 2.5 keeps ~1.1-1.5% of no-effect candidates with up
+    # to 4 pairs and a look after every round (verdict.py's tables); 2.3 would let 2-2.5% through.
+    noise_multiplier: float = Field(2.5, gt=0, le=10)
+    # Stop (discard) as soon as the mean paired difference is not better than -futility_z standard
+    # errors: a clear loser costs one round. 0 stops only what is not better at all.
+    futility_z: float = Field(0.5, ge=0, le=5)
+    # The most pairs (candidate runs, and base runs on the same seeds) a candidate gets.
+    max_pairs: int = Field(4, ge=2, le=8)
+    # Pairs added per round, and so the looks: 0 = 2 when the runner has two or more slots of its own
+    # (the local runner on a CPU-time clock), else 1 (one at a time, or Modal, which bills each run).
+    pairs_per_round: int = Field(0, ge=0, le=2)
+    # The smallest sigma_d the judge will believe: a lucky identical set of runs must not make the bar
+    # vanish. 1e-4 is about twice the statistical floor of a 21M-token eval.
     noise_floor: float = Field(1e-4, ge=0)
-    # A win smaller than threshold * confirm_margin, measured on one run, gets a confirmation run.
-    confirm_margin: float = Field(1.5, ge=1.0, le=10)
+    # A baseline run drifts with the machine under it (drivers, runtime-fetched kernels, Modal hosts):
+    # one older than this, or measured before this many experiments were judged against its
+    # train.py, is measured again on the same seed.
     baseline_max_age_hours: float = Field(24.0, gt=0)
     baseline_max_experiments: int = Field(20, ge=1)
-    # With few baseline runs the noise estimate has few degrees of freedom and the Student-t bar is
-    # high (x13.97 at 1 dof): until the pooled estimate has this many, each tick adds one baseline run
-    # beside its candidates, so the bar falls towards noise_multiplier x sigma within a few ticks.
+    # Accepted so that older config files still load; unused since judging is paired and sequential
+    # (confirmation runs and extra baseline seeds gave way to pairs).
+    baseline_seeds: int = Field(2, ge=2, le=16)
+    confirm_margin: float = Field(1.5, ge=1.0, le=10)
     noise_dof_target: int = Field(6, ge=0, le=100)
 
 
@@ -164,6 +181,9 @@ class Config(_Section):
     proposer: Literal["offline", "anthropic"] = "offline"
     forge: Literal["local", "github"] = "local"
     candidates_per_tick: int = Field(1, ge=1, le=16)
+    # Local runner: runs at a time. 0 = from the machine: cores // the preset's threads on a CPU-time
+    # clock (runs side by side do not take each other's budget), 1 on a wall clock or a GPU.
+    parallel_runs: int = Field(0, ge=0, le=64)
     guard_command: str | None = None
     guard_timeout_seconds: float = Field(600.0, gt=0, le=3600)
 

@@ -147,6 +147,8 @@ class Candidate(BaseModel):
 
 
 class BaselineStats(BaseModel):
+    """The base's val_bpb the candidate was compared with: one value per seed (values[i] on seeds[i])."""
+
     commit: str
     preset: str
     runner: str
@@ -157,17 +159,41 @@ class BaselineStats(BaseModel):
     std: float  # sample standard deviation (ddof=1); 0.0 with one value
     record_ids: list[str] = Field(default_factory=list)
     measured_at: datetime = Field(default_factory=utcnow)
+    train_sha256: str | None = None  # the train.py measured (None in records before paired judging)
+
+    def by_seed(self) -> dict[int, float]:
+        return dict(zip(self.seeds, self.values, strict=False))
 
 
 class Verdict(BaseModel):
+    """A candidate's verdict and its evidence.
+
+    Paired records (pairs is set) compare the candidate and the base seed by seed: delta is the mean
+    of the per-seed differences, [delta_low, delta_high] its 95% interval, noise the std of one
+    difference (sigma_d) with noise_dof degrees of freedom, threshold the bar at the last look.
+    Older, unpaired records (pairs is None) compared means: noise was the baseline's run-to-run spread.
+    """
+
     decision: Decision
     reason: str
     candidate_mean: float | None = None
     baseline_mean: float | None = None
     delta: float | None = None  # candidate - baseline: negative is better
     threshold: float | None = None  # the improvement a keep needed (positive number)
-    noise: float | None = None  # the baseline spread used
-    confirmed: bool = False  # a marginal win that a confirmation run upheld
+    noise: float | None = (
+        None  # paired: sigma_d, the std of one per-seed difference; else the baseline spread
+    )
+    confirmed: bool = False  # unpaired records: a marginal win that a confirmation run upheld
+    pairs: int | None = None  # paired: how many seeds both ran on
+    seeds: list[int] = Field(default_factory=list)  # paired: those seeds, in order
+    paired_deltas: list[float] = Field(default_factory=list)  # candidate - base, seed by seed
+    delta_low: float | None = None  # 95% interval of the mean paired difference (Student-t)
+    delta_high: float | None = None
+    noise_dof: int | None = None  # the degrees of freedom behind `noise`
+
+    @property
+    def paired(self) -> bool:
+        return self.pairs is not None
 
 
 class ExperimentRecord(BaseModel):

@@ -53,7 +53,7 @@ COLUMNS = [
     "v",  # the candidate's val_bpb (mean over its ok runs)
     "d",  # delta: candidate - baseline (negative is better)
     "th",  # threshold: the improvement a keep needed
-    "nz",  # noise: the baseline spread the judge used
+    "nz",  # noise: sigma_d of one paired difference (older records: the baseline spread)
     "bm",  # baseline mean
     "s",  # series index (device, and preset when several appear)
     "rn",  # runner
@@ -67,7 +67,10 @@ COLUMNS = [
     "g",  # GPU seconds
     "usd",  # dollars: compute + LLM
     "tok",  # LLM tokens
-    "cf",  # confirmed by a confirmation run (1) or not (0)
+    "cf",  # confirmed by a confirmation run (1) or not (0): older, unpaired records
+    "lo",  # paired records: the 95% interval of the mean paired difference, low end
+    "hi",  # and high end
+    "np",  # paired records: how many seeds the candidate and the base both ran on (else null)
 ]
 
 
@@ -324,6 +327,9 @@ def page_data(
                 round(r.cost_usd + r.llm.cost_usd, 4),
                 r.llm.total_tokens(),
                 1 if v is not None and v.confirmed else 0,
+                _num(v.delta_low if v else None),
+                _num(v.delta_high if v else None),
+                v.pairs if v is not None else None,
             ]
         )
     return {

@@ -19,7 +19,7 @@ def test_defaults_without_any_file(tmp_path):
     assert cfg.editable_files == ("train.py",)
     assert "harness/" in cfg.protected_paths and ".github/" in cfg.protected_paths
     assert (cfg.preset, cfg.runner, cfg.proposer, cfg.forge) == ("cpu", "local", "offline", "local")
-    assert cfg.judge.baseline_seeds == 2 and cfg.judge.noise_multiplier == 2.0
+    assert cfg.judge.noise_multiplier == 2.5 and cfg.judge.max_pairs == 4 and cfg.parallel_runs == 0
     assert cfg.paths.ledger == "ledger/experiments.jsonl"
     assert cfg.llm.model == "claude-sonnet-4-6"
     assert cfg.budget.gpu_usd_per_hour["H100"] == pytest.approx(3.95)
@@ -32,7 +32,7 @@ def test_autoresearch_toml(tmp_path):
 preset = "tiny"
 candidates_per_tick = 3
 [judge]
-noise_multiplier = 2.5
+noise_multiplier = 3.0
 [github]
 repo = "me/my-fork"
 labels = ["autoresearch", "bot"]
@@ -40,7 +40,7 @@ labels = ["autoresearch", "bot"]
     )
     cfg = load_config(tmp_path)
     assert cfg.preset == "tiny" and cfg.candidates_per_tick == 3
-    assert cfg.judge.noise_multiplier == 2.5 and cfg.judge.baseline_seeds == 2
+    assert cfg.judge.noise_multiplier == 3.0 and cfg.judge.baseline_seeds == 2
     assert cfg.github.repo == "me/my-fork" and cfg.github.labels == ("autoresearch", "bot")
 
 

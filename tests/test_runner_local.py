@@ -154,10 +154,48 @@ def test_run_many_is_sequential_and_in_order(tmp_path):
         f'echo "start $8" >> {log}; sleep 0.2; echo "end $8" >> {log}\n'
         'printf \'{"status": "ok", "val_bpb": 1.0, "seed": %s}\' "$8" > "${10}"',
     )
-    outs = LocalRunner(REPO, python=py).run_many([request("x", seed=s) for s in (3, 1, 2)])
+    runner = LocalRunner(REPO, python=py, parallel=1)
+    outs = runner.run_many([request("x", seed=s) for s in (3, 1, 2)])
     assert [o.request.seed for o in outs] == [3, 1, 2]
     assert [o.metrics.seed for o in outs] == [3, 1, 2]
     assert log.read_text().split("\n")[:6] == ["start 3", "end 3", "start 1", "end 1", "start 2", "end 2"]
+
+
+def test_run_many_runs_side_by_side_and_keeps_the_order(tmp_path):
+    """parallel=2: two runs at a time (each waits until the other has started), outcomes in order."""
+    log = tmp_path / "log"
+    py = fake_python(
+        tmp_path,
+        f'echo "start $8" >> {log}; '
+        f'for i in $(seq 100); do [ "$(grep -c start {log})" -ge 2 ] && break; sleep 0.05; done; '
+        f'echo "end $8" >> {log}\n'
+        'printf \'{"status": "ok", "val_bpb": 1.0, "seed": %s}\' "$8" > "${10}"',
+    )
+    outs = LocalRunner(REPO, python=py, parallel=2).run_many([request("x", seed=s) for s in (5, 4, 9)])
+    assert [o.metrics.seed for o in outs] == [5, 4, 9]
+    lines = log.read_text().split()
+    events = [" ".join(lines[i : i + 2]) for i in range(0, len(lines), 2)]
+    assert set(events[:2]) == {"start 5", "start 4"}  # both started before either ended
+    assert events.index("start 9") > min(events.index("end 5"), events.index("end 4"))
+
+
+def test_slots_follow_the_clock_and_the_threads(monkeypatch):
+    from types import SimpleNamespace
+
+    from autoresearch_ci.runners import local
+
+    presets = {
+        "cpuclock": SimpleNamespace(clock="cpu", threads=1),
+        "cpu4": SimpleNamespace(clock="cpu", threads=4),
+        "wall": SimpleNamespace(clock="wall", threads=8),
+        "old": SimpleNamespace(),  # a harness without the CPU-time clock
+    }
+    monkeypatch.setattr("harness.presets.get_preset", presets.__getitem__)
+    assert local.default_slots("cpuclock", ncores=2) == 2
+    assert local.default_slots("cpuclock", ncores=16) == 16
+    assert local.default_slots("cpu4", ncores=2) == 1 and local.default_slots("cpu4", ncores=9) == 2
+    assert local.default_slots("wall", ncores=64) == 1 and local.default_slots("old", ncores=64) == 1
+    assert LocalRunner(REPO, parallel=3).slots("wall") == 3  # the config's parallel_runs wins
 
 
 def test_the_hard_timeout_follows_the_preset():

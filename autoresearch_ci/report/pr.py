@@ -77,7 +77,9 @@ def render_pr_comment(record: ExperimentRecord) -> str:
     if v:
         out += ["", f"**Verdict.** {one_line(v.reason, 1000)}"]
     b = r.baseline
-    if v and v.delta is not None:
+    if v and v.delta is not None and v.paired:
+        out += ["", *_paired_table(r)]
+    elif v and v.delta is not None:
         out += [
             "",
             tabulate(
@@ -115,6 +117,55 @@ def render_pr_comment(record: ExperimentRecord) -> str:
         facts.append(f"[Actions run]({r.actions_run_url})")
     out += ["", " · ".join(facts), ""]
     return "\n".join(out)
+
+
+def _paired_table(r: ExperimentRecord) -> list[str]:
+    """The candidate and the base seed by seed, the mean difference with its interval, the bar."""
+    v, b = r.verdict, r.baseline
+    base = b.by_seed() if b else {}
+    cand = {o.request.seed: o.metrics.val_bpb for o in r.runs if o.metrics and o.metrics.val_bpb is not None}
+    rows = [
+        [str(s), num(cand.get(s)), num(base.get(s)), num(d, signed=True)]
+        for s, d in zip(v.seeds, v.paired_deltas, strict=False)
+    ]
+    ci = (
+        f"[{num(v.delta_low, signed=True)}, {num(v.delta_high, signed=True)}]"
+        if v.delta_low is not None
+        else ""
+    )
+    rows.append(
+        [
+            f"mean ({v.pairs} pair{'' if v.pairs == 1 else 's'})",
+            num(v.candidate_mean),
+            num(v.baseline_mean),
+            f"**{num(v.delta, signed=True)}** {ci}",
+        ]
+    )
+    table = tabulate(
+        rows,
+        headers=[
+            "seed",
+            "candidate",
+            f"baseline `{b.commit[:10]}`" if b else "baseline",
+            "Δ (lower is better)",
+        ],
+        tablefmt="github",
+        disable_numparse=True,
+    )
+    bar = (
+        f"a keep needed a mean Δ below −{num(v.threshold)}"
+        if v.threshold is not None
+        else "no bar yet (the noise was not known)"
+    )
+    noise = (
+        f"σ_d (std of one paired difference) {num(v.noise)}, {v.noise_dof} dof" if v.noise is not None else ""
+    )
+    return [
+        table,
+        "",
+        f"Paired on the same seeds; {ci and '95% interval of the mean in brackets; '}{bar}"
+        + (f"; {noise}." if noise else "."),
+    ]
 
 
 def _runs_table(r: ExperimentRecord) -> str:

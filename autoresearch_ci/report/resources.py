@@ -2,8 +2,8 @@
 
 The file has two parts the loop maintains:
 
-- "## Log": one entry per verdict (hypothesis, result, delta against the noise, verdict, ledger id,
-  commit and PR). It only grows; an entry already there is not written again.
+- "## Log": one entry per verdict (hypothesis, result: the paired delta with its interval against
+  the bar, verdict, ledger id, commit and PR). It only grows; an entry already there is not written again.
 - "## Summary": rewritten by `condense` every few verdicts into What works / What does not /
   Open ideas, each line citing ledger ids (see summary.py: offline, or by an LLM summarizer with a
   deterministic fallback).
@@ -24,7 +24,7 @@ from pathlib import Path
 from autoresearch_ci.files import write_atomically
 from autoresearch_ci.records import ExperimentRecord
 from autoresearch_ci.report import summary
-from autoresearch_ci.report.text import num, one_line
+from autoresearch_ci.report.text import num, one_line, paired_delta
 
 SUMMARY = "## Summary"
 LOG = "## Log"
@@ -72,7 +72,14 @@ def render_entry(r: ExperimentRecord) -> str:
             f"- **Edit:** `{one_line(str(r.edit.get('name')))}` "
             f"{one_line(str(r.edit.get('old')))} → {one_line(str(r.edit.get('new')))}"
         )
-    if v and v.delta is not None:
+    if v and v.delta is not None and v.paired:
+        noise = f", σ_d {num(v.noise)}" if v.noise is not None else ""
+        bar = f"a keep needed < −{num(v.threshold)}" if v.threshold is not None else "no bar yet"
+        lines.append(
+            f"- **Result:** {paired_delta(v, 6)} on seeds {', '.join(map(str, v.seeds))}: val_bpb "
+            f"{num(v.candidate_mean)} vs the base's {num(v.baseline_mean)} ({bar}{noise})"
+        )
+    elif v and v.delta is not None:
         noise = f", noise σ {num(v.noise)}" if v.noise is not None else ""
         lines.append(
             f"- **Result:** val_bpb {num(v.candidate_mean)} vs baseline {num(v.baseline_mean)}: "

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 from tabulate import tabulate
 
 from autoresearch_ci.records import ExperimentRecord, RunOutcome
-from autoresearch_ci.report.text import MISSING, mean_ok, num, one_line
+from autoresearch_ci.report.text import MISSING, mean_ok, num, one_line, paired_delta
 
 if TYPE_CHECKING:
     from autoresearch_ci.budget import BudgetDecision
@@ -36,6 +36,9 @@ TSV_COLUMNS = [
     "delta",
     "threshold",
     "pr_url",
+    "delta_low",  # paired records: the 95% interval of the mean paired difference, and the pairs
+    "delta_high",
+    "pairs",
 ]
 # karpathy's status has three values; ours has more. The exact decision is in its own column.
 TSV_STATUS = {
@@ -65,7 +68,7 @@ def render_results_table(records: Iterable[ExperimentRecord], limit: int | None 
                 f"`{r.id}`",
                 v.decision if v else "pending",
                 num(v.candidate_mean) if v else MISSING,
-                num(v.delta, signed=True) if v else MISSING,
+                paired_delta(v, 6),
                 num(v.threshold) if v else MISSING,
                 one_line(r.hypothesis, 70).replace("|", "\\|"),
                 _pr_link(r),
@@ -76,7 +79,7 @@ def render_results_table(records: Iterable[ExperimentRecord], limit: int | None 
     return (
         tabulate(
             rows,
-            headers=["id", "verdict", "val_bpb", "Δ", "threshold", "hypothesis", "PR"],
+            headers=["id", "verdict", "val_bpb", "Δ [95% interval]", "threshold", "hypothesis", "PR"],
             tablefmt="github",
             disable_numparse=True,
         )
@@ -95,18 +98,26 @@ def status_table(experiments: Sequence[ExperimentRecord], best: tuple[float, Exp
                 v.decision if v else "?",
                 mean_ok(r),
                 f"{v.delta:+.4f}" if v and v.delta is not None else "-",
+                _interval(v),
+                str(v.pairs) if v and v.pairs is not None else "-",
                 f"{v.threshold:.4f}" if v and v.threshold is not None else "-",
                 (r.hypothesis or (v.reason if v else ""))[:48],
             ]
         )
-    headers = ["experiment", "verdict", "val_bpb", "delta", "bar", "hypothesis"]
-    lines = [tabulate(rows, headers=headers) if rows else "no experiments yet"]
+    headers = ["experiment", "verdict", "val_bpb", "delta", "95% interval", "pairs", "bar", "hypothesis"]
+    lines = [tabulate(rows, headers=headers, disable_numparse=True) if rows else "no experiments yet"]
     if best is not None:
         value, rec = best
         lines.append(f"best so far: val_bpb {value:.4f} ({rec.id}: {rec.hypothesis[:80]})")
     else:
         lines.append("no kept experiment yet")
     return "\n".join(lines)
+
+
+def _interval(v) -> str:
+    if v is None or v.delta_low is None or v.delta_high is None:
+        return "-"
+    return f"[{v.delta_low:+.4f}, {v.delta_high:+.4f}]"
 
 
 def loop_line(rec: ExperimentRecord) -> str:
@@ -118,6 +129,12 @@ def loop_line(rec: ExperimentRecord) -> str:
             + (f"  ({rec.hypothesis})" if rec.id.endswith("-base") else "")
         )
     v = rec.verdict
+    if v is not None and v.paired and v.delta is not None:
+        bar = f"  bar {v.threshold:.4f}" if v.threshold is not None else ""
+        return (
+            f"{rec.id}  {v.decision:<15} val_bpb {mean_ok(rec)}  {paired_delta(v)}{bar}  "
+            f"{rec.hypothesis[:70]}"
+        )
     delta = f"{v.delta:+.4f}" if v and v.delta is not None else "-"
     thr = f"±{v.threshold:.4f}" if v and v.threshold is not None else ""
     return (
@@ -186,6 +203,9 @@ def _tsv_row(r: ExperimentRecord) -> list[str]:
         "" if v.delta is None else f"{v.delta:+.6f}",
         "" if v.threshold is None else f"{v.threshold:.6f}",
         r.pr_url or "",
+        "" if v.delta_low is None else f"{v.delta_low:+.6f}",
+        "" if v.delta_high is None else f"{v.delta_high:+.6f}",
+        "" if v.pairs is None else str(v.pairs),
     ]
 
 

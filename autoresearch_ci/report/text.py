@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-from autoresearch_ci.records import ExperimentRecord
+from autoresearch_ci.records import ExperimentRecord, Verdict
 
 MISSING = "—"
 
@@ -33,3 +33,16 @@ def mean_ok(record: ExperimentRecord) -> str:
 def fence(text: str) -> str:
     """A code block whose content cannot close it."""
     return "```\n" + text.replace("```", "ʼʼʼ").rstrip() + "\n```"
+
+
+def paired_delta(v: Verdict | None, digits: int = 4) -> str:
+    """'paired Δ -0.0123 [-0.0180, -0.0066] (3 pairs)' for a paired verdict, 'Δ -0.0123' for an
+    older (unpaired) one, MISSING without a delta. The interval is the 95% one of the mean."""
+    if v is None or v.delta is None or not math.isfinite(v.delta):
+        return MISSING
+    if not v.paired:
+        return f"Δ {v.delta:+.{digits}f}"
+    ci = ""
+    if v.delta_low is not None and v.delta_high is not None:
+        ci = f" [{v.delta_low:+.{digits}f}, {v.delta_high:+.{digits}f}]"
+    return f"paired Δ {v.delta:+.{digits}f}{ci} ({v.pairs} pair{'' if v.pairs == 1 else 's'})"

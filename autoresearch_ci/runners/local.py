@@ -5,8 +5,11 @@ where "this machine" is the GPU box. For each request, the candidate's train.py 
 scratch directory and `python -m harness run` is started with the harness of the main checkout
 (`repo_root`), never the candidate's: the candidate's commit is never checked out here.
 
-Runs are sequential, on purpose: the budget is wall-clock time, so two runs sharing two CPU cores
-(or one GPU) would each get half a machine and a distorted result.
+Runs go side by side only where they cannot take each other's budget: on a preset whose clock is
+the CPU time of the training process tree, `slots` runs at a time (cores // the preset's threads per
+run, or `parallel`); on a wall clock (the gpu preset, or a harness without the CPU clock) one at a
+time, since two runs sharing two CPU cores (or one GPU) would each get half a machine and a
+distorted result.
 
 How an attempt is classified (process.read_result applies harness/protocol.py's exit codes, and
 base.run_with_retries retries; the Modal function classifies its runs with the same code):
@@ -25,6 +28,7 @@ import os
 import sys
 import tempfile
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from autoresearch_ci.records import RunMetrics, RunOutcome, RunRequest
@@ -58,6 +62,7 @@ class LocalRunner:
         timeout_s: float | None = None,
         progress: ProgressFn | None = None,
         runner_name: str | None = None,
+        parallel: int | None = None,
     ):
         """
         repo_root: the main checkout whose `harness/` is run (never the candidate's tree).
@@ -68,6 +73,7 @@ class LocalRunner:
             Everything is scrubbed of secrets afterwards, these included.
         timeout_s: overrides the computed hard timeout (tests).
         runner_name: recorded in RunOutcome.runner; "self-hosted" when a GPU runner job uses this class.
+        parallel: runs at a time; None or 0: from the machine and the preset (see `slots`).
         """
         self.repo_root = Path(repo_root).resolve()
         self.python = python
@@ -77,13 +83,26 @@ class LocalRunner:
         self.extra_env = dict(env or {})
         self.timeout_s = timeout_s
         self.progress = progress
+        self.parallel = parallel or None
         if runner_name:
             self.name = runner_name
 
     # -- the Runner interface ---------------------------------------------------------------------
 
+    def slots(self, preset: str) -> int:
+        """Runs at a time for this preset: `parallel` when given, else cores // threads per run on a
+        CPU-time clock and 1 on a wall clock (see the module docstring)."""
+        if self.parallel:
+            return self.parallel
+        return default_slots(preset)
+
     def run_many(self, requests: list[RunRequest]) -> list[RunOutcome]:
-        return [self.run(r) for r in requests]  # sequential: see the module docstring
+        """Every request, `slots` at a time, outcomes in request order."""
+        n = min(len(requests), self.slots(requests[0].preset)) if requests else 0
+        if n <= 1:
+            return [self.run(r) for r in requests]
+        with ThreadPoolExecutor(max_workers=n, thread_name_prefix="run") as pool:
+            return list(pool.map(self.run, requests))
 
     def run(self, request: RunRequest) -> RunOutcome:
         return run_with_retries(
@@ -117,3 +136,21 @@ class LocalRunner:
                 raise AttemptFailed(f"could not start the harness: {e}") from None
             data = read_result(res, out)
             return metrics_from(data, res.log_tail), res.log_tail, None
+
+
+def cores() -> int:
+    """The CPU cores this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def default_slots(preset: str, ncores: int | None = None) -> int:
+    """cores // threads per run on a CPU-time clock; 1 on a wall clock (or a harness without one)."""
+    from harness.presets import get_preset
+
+    p = get_preset(preset)
+    if getattr(p, "clock", "wall") != "cpu":
+        return 1
+    return max(1, (ncores or cores()) // max(1, int(getattr(p, "threads", 1) or 1)))

@@ -3,10 +3,11 @@
     judge(cfg, state, results, forge, ledger) -> the records written
 
 Runs with the write token. In order: the tick's baseline runs become a baseline record; every
-candidate gets its verdict (verdict.for_candidate) against the baseline and noise of baselines.py,
-and at most one keep survives (verdict.one_winner); then each candidate, in turn, is acted on (the
-results comment, the status, merge or archive), recorded in the ledger and logged in resources.md;
-last, the Summary of resources.md and results.tsv are rewritten and the forge persists them.
+candidate gets its verdict (verdict.for_candidate: the rule at the last look the train step made)
+against the base's values on its seeds and the paired noise of baselines.py, and at most one keep
+survives (verdict.one_winner); then each candidate, in turn, is acted on (the results comment, the
+status, merge or archive), recorded in the ledger and logged in resources.md; last, the Summary of
+resources.md and results.tsv are rewritten and the forge persists them.
 
 A record whose forge action failed keeps its verdict and is acted on again by the next run of this
 step; a record already written and acted on is left alone.
@@ -20,6 +21,7 @@ from autoresearch_ci import baselines, verdict
 from autoresearch_ci.config import Config
 from autoresearch_ci.forge.base import Forge, ForgeError
 from autoresearch_ci.ledger import Ledger
+from autoresearch_ci.noise import NoiseEstimate
 from autoresearch_ci.records import (
     BaselineStats,
     Candidate,
@@ -60,12 +62,12 @@ def judge(
         state.preset,
         state.runner,
         tick_id=state.tick_id,
-        fresh=state.baseline_fresh,
+        since=state.baseline_cutoff,
         new_runs=baseline_runs,
     )
-    noise = baselines.noise(records, state.base_files, state.preset, state.runner, base)
 
-    # Decide every candidate first, then act: only the best keep of the tick is merged.
+    # Decide every candidate first, then act: only the best keep of the tick is merged. Each one's
+    # noise is what the train step computed for it: the ledger before this tick and its own runs.
     runs = {c.experiment_id: results.for_experiment(c.experiment_id) for c in state.candidates}
     decided = verdict.one_winner(
         [
@@ -74,7 +76,7 @@ def judge(
                 verdict.for_candidate(
                     runs[c.experiment_id],
                     base,
-                    noise,
+                    _noise(records, base, runs[c.experiment_id], state.tick_id),
                     cfg.judge,
                     proposal_ok=c.proposal.ok,
                     guard_ok=c.guard_ok,
@@ -109,8 +111,7 @@ def judge(
             continue  # failed again the same way: nothing new to record
         ledger.append(rec)  # for a retried action: an update (the ledger keeps an id's last line)
         written.append(rec)
-        # A kept candidate's own runs are not carried over as the new base's baseline: they were
-        # selected for being low (winner's curse), so the next tick measures the new base afresh.
+        # A kept candidate's runs become the new base's values on their seeds (baselines.py says why).
         if (entry := resources.add_entry(text, rec)) is not None:
             text = entry
             forge.write_files({cfg.paths.resources: text})
@@ -126,6 +127,12 @@ def judge(
             pr.ledger_message(state.tick_id, len(written)),
         )
     return written
+
+
+def _noise(records, base: BaselineStats | None, runs: list[RunOutcome], tick_id: str) -> NoiseEstimate:
+    if base is None:
+        return NoiseEstimate(sigma=0.0, dof=0, groups=0)
+    return baselines.paired_noise(records, base, runs, tick_id=tick_id)
 
 
 def _baseline_record(state: TickState, runs: list[RunOutcome], gpu_usd_per_second: float) -> ExperimentRecord:

@@ -57,6 +57,10 @@ def run_loop(
         def say(text: str) -> None:
             progress.update(task, description=text)
 
+        def tell(text: str) -> None:  # the train step's rounds, runs and looks: kept in the log
+            say(text.strip())
+            console.print(text, markup=False, highlight=False)
+
         for i in range(iterations):
             if max_minutes is not None and (time.monotonic() - started) / 60 >= max_minutes:
                 console.print(f"[yellow]stopping: the {max_minutes} min time limit is spent")
@@ -68,7 +72,7 @@ def run_loop(
             say(f"iteration {i + 1}/{iterations}: proposing")
             state = propose(cfg, forge, proposer, ledger, runner.name, seed=seed + i, progress=say)
             say(f"iteration {i + 1}/{iterations}: training")
-            results = train(cfg, state, runner, ledger, progress=say)
+            results = train(cfg, state, runner, ledger, progress=tell)
             say(f"iteration {i + 1}/{iterations}: judging")
             records = judge(cfg, state, results, forge, ledger, summarizer=summarizer, progress=say)
             for rec in records:

@@ -2,10 +2,11 @@
 
     propose(cfg, forge, proposer, ledger, runner_name) -> TickState
 
-Runs where the LLM key is. It plans what the tick must measure of the base (baselines.plan), asks
-the proposer for each candidate, and lets only what passes the guard become a candidate: first on
-the proposal's own files, then on what the forge's commit really changed, then the optional guard
-command in a throwaway checkout the forge provides.
+Runs where the LLM key is. It plans what the first round must measure of the base and from when on
+a baseline run counts as fresh (baselines.plan; the train step adds the base's seeds that later
+rounds pair on), asks the proposer for each candidate, and lets only what passes the guard become a
+candidate: first on the proposal's own files, then on what the forge's commit really changed, then
+the optional guard command in a throwaway checkout the forge provides.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ def propose(
     records = ledger.records()
     base = forge.base_commit()
     base_files = {p: forge.read_file(base, p) for p in cfg.editable_files}
-    seeds, fresh = baselines.plan(records, base, base_files, cfg.preset, runner_name, cfg.judge)
+    seeds, since = baselines.plan(records, base, base_files, cfg.preset, runner_name, cfg.judge)
     state = TickState(
         tick_id=new_experiment_id(),
         base_commit=base,
@@ -46,7 +47,7 @@ def propose(
         forge=forge.name,
         base_files=base_files,
         baseline_seeds_needed=seeds,
-        baseline_fresh=fresh,
+        baseline_cutoff=since,
         actions_run_url=actions_run_url(),
     )
     program = forge.read_file(base, cfg.paths.program)

@@ -7,6 +7,7 @@ jobs of one tick, like the ledger's records are between ticks.
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import datetime
 
 from pydantic import BaseModel, Field
 
@@ -36,8 +37,8 @@ class TickState(BaseModel):
     runner: str
     forge: str
     base_files: dict[str, str]
-    baseline_seeds_needed: list[int] = Field(default_factory=list)
-    baseline_fresh: bool = False  # the earlier baseline was stale: judge against this tick's runs only
+    baseline_seeds_needed: list[int] = Field(default_factory=list)  # the first round's base runs
+    baseline_cutoff: datetime | None = None  # base runs that finished before it are stale (baselines.cutoff)
     candidates: list[PlannedCandidate] = Field(default_factory=list)
     actions_run_url: str | None = None
 

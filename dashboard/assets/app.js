@@ -67,6 +67,13 @@
     return fmtInt(x);
   }
   function fmtPct(x, d) { return isNum(x) ? (100 * x).toFixed(d === undefined ? 1 : d) + "%" : "—"; }
+  // "paired Δ −0.0123 [−0.0180, −0.0066] (3 pairs)"; "Δ −0.0123" for an older, unpaired record
+  function deltaText(r, d) {
+    if (!isNum(r.d)) return "—";
+    if (!isNum(r.np)) return "Δ " + fmtSigned(r.d, d);
+    var ci = isNum(r.lo) && isNum(r.hi) ? " [" + fmtSigned(r.lo, d) + ", " + fmtSigned(r.hi, d) + "]" : "";
+    return "paired Δ " + fmtSigned(r.d, d) + ci + " (" + r.np + (r.np === 1 ? " pair)" : " pairs)");
+  }
   function fmtDate(t) { return isNum(t) ? new Date(t * 1000).toISOString().slice(0, 16).replace("T", " ") : "—"; }
   function shortSha(c) { return c ? c.slice(0, 7) : ""; }
   function repoOf(row) {
@@ -472,8 +479,8 @@
     tip.appendChild(el("div", { "class": "tip-hyp" }, r.h || "(no hypothesis)"));
     var nums = [];
     if (isNum(r.v)) nums.push("val_bpb " + r.v.toFixed(5) + (p.off ? " (off the scale)" : ""));
-    if (isNum(r.d)) nums.push("Δ " + fmtSigned(r.d, 5) + (isNum(r.th) ? " (needed −" + r.th.toFixed(5) + ")" : ""));
-    if (isNum(r.nz)) nums.push("noise ±" + r.nz.toFixed(5));
+    if (isNum(r.d)) nums.push(deltaText(r, 5) + (isNum(r.th) ? " (needed −" + r.th.toFixed(5) + ")" : ""));
+    if (isNum(r.nz)) nums.push((isNum(r.np) ? "σ_d " : "noise ±") + r.nz.toFixed(5));
     if (nums.length) tip.appendChild(el("div", { "class": "tip-nums" }, nums.join(" · ")));
     if (r.r && r.st !== "keep" && r.st !== "discard") tip.appendChild(el("div", { "class": "tip-reason" }, r.r));
     var pr = safeHref(r.pr);
@@ -676,8 +683,15 @@
     tr.appendChild(st);
     tr.appendChild(el("td", { "class": "num mono c-v" }, isNum(r.v) ? r.v.toFixed(5) : "—"));
     var dcls = "num mono c-d" + (isNum(r.d) ? (r.st === "keep" ? " good" : "") : "");
-    tr.appendChild(el("td", { "class": dcls, title: isNum(r.th) ? "needed −" + r.th.toFixed(5) + (isNum(r.nz) ? ", noise ±" + r.nz.toFixed(5) : "") : null },
-      fmtSigned(r.d, 5)));
+    var dtitle = isNum(r.d) ? deltaText(r, 5) : "";
+    if (isNum(r.th)) dtitle += "; needed −" + r.th.toFixed(5);
+    if (isNum(r.nz)) dtitle += (isNum(r.np) ? ", σ_d " : ", noise ±") + r.nz.toFixed(5);
+    var dcell = el("td", { "class": dcls, title: dtitle || null }, fmtSigned(r.d, 5));
+    if (isNum(r.lo) && isNum(r.hi)) {
+      dcell.appendChild(el("div", { "class": "sub ci" }, "[" + fmtSigned(r.lo, 4) + ", " + fmtSigned(r.hi, 4) + "]"));
+    }
+    if (isNum(r.np)) dcell.appendChild(el("div", { "class": "sub" }, r.np + (r.np === 1 ? " pair" : " pairs")));
+    tr.appendChild(dcell);
     var h = el("td", { "class": "wide c-h" });
     var hyp = el("div", { "class": "hyp" }, r.h || "(no hypothesis)");
     if ((r.h || "").length > 160 || /\n/.test(r.h || "")) {  // long: three lines, a click shows all
