@@ -144,13 +144,19 @@ def main() -> None:
         ]
         assert codes[0] == start_py
 
-        # the confirmation: every train.py of the chain on the same fresh seeds
+        # the confirmation: every train.py of the chain on the same fresh seeds (nothing to
+        # confirm when nothing was kept: the final train.py is the start)
         seeds = [CONFIRM_SEED_BASE + i for i in range(args.confirm_seeds)]
         runner = LocalRunner(REPO)
-        say(
-            f"confirming {len(codes)} train.py ({len(kept)} kept + the start) on fresh seeds {seeds}, "
-            f"{runner.slots(args.preset)} at a time"
-        )
+        names = ["start"] + [f"keep {j} ({r.id})" for j, r in enumerate(kept, 1)]
+        if kept:
+            say(
+                f"confirming {len(codes)} train.py ({len(kept)} kept + the start) on fresh seeds {seeds}, "
+                f"{runner.slots(args.preset)} at a time"
+            )
+        else:
+            codes = []
+            say("nothing kept: no confirmation runs (the final train.py is the start)")
         requests = [
             RunRequest(
                 experiment_id=f"confirm-{i}",
@@ -172,7 +178,7 @@ def main() -> None:
             m = o.metrics
             ok = m is not None and m.status == "ok" and m.val_bpb is not None
             say(
-                f"  code {i} seed {o.request.seed}: "
+                f"  {names[i]} seed {o.request.seed}: "
                 + (f"val_bpb {m.val_bpb:.4f}" if ok else (m.status if m else o.infra_error or "lost"))
             )
             if ok:
@@ -198,8 +204,17 @@ def main() -> None:
                 "holds": holds,
             }
         )
-    final = paired(values[0], values[-1])
-    start_mean = statistics.fmean(values[0].values()) if values[0] else None
+    if kept:
+        final = paired(values[0], values[-1])
+    else:
+        final = {
+            "seeds": [],
+            "deltas": [],
+            "n": 0,
+            "mean": 0.0,
+            "note": "nothing kept: the final train.py is the start",
+        }
+    start_mean = statistics.fmean(values[0].values()) if values and values[0] else None
     pct = lambda x: round(100 * x / start_mean, 3) if x is not None and start_mean else None
     decisions: dict[str, int] = {}
     for r in exps:

@@ -32,7 +32,7 @@ CI_PREFIXES = ("GITHUB_", "ANTHROPIC_", "MODAL_")
 WEAK = {"LR_SCALE": "1e-6", "LOGIT_PENALTY": "10.0"}
 FIXED = {"LR_SCALE": "1.0", "LOGIT_PENALTY": "0.0"}
 _ANCHOR = "FINAL_LR_FRAC = 0.0\n"
-_LRM = "        lrm = lr_multiplier(ctx.progress())\n"
+_LRM = "        lrm = lr_multiplier(progress)\n"
 _CAP = "        logits = LOGIT_SOFTCAP * torch.tanh(logits / LOGIT_SOFTCAP)\n"
 _BONUS = "        logits = torch.cat([logits[..., :1] + LOGIT_PENALTY, logits[..., 1:]], dim=-1)\n"
 
