@@ -88,8 +88,9 @@ def one_loop(i: int, jc, policy: str, iterations: int, sigma_d: float, seed_sigm
                     vals[s], n = cand.run(s), n + 1
             rounds += math.ceil(n / SLOTS)
             est = paired_noise([*blocks[-(NOISE_BLOCKS - 1) :], [base_vals, *rows, vals]])
-            mean = float(np.mean([vals[s] - base_vals[s] for s in seeds]))
-            what = classify(mean, est.sigma, k, est.dof, jc)
+            d = [vals[s] - base_vals[s] for s in seeds]
+            own = float(np.std(d, ddof=1)) if k >= 2 else None
+            what = classify(float(np.mean(d)), est.sigma, k, est.dof, jc, own)
             if what == KEEP:
                 kept = True
             if what != MORE:

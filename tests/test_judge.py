@@ -167,6 +167,20 @@ def test_classify_keep_needs_two_pairs_and_the_t_bar():
     assert list(arr) == [KEEP, MORE, DISCARD]
 
 
+def test_a_keep_needs_its_own_seeds_to_agree():
+    """The pooled bar is passed, but the candidate's own two differences disagree (one big, one
+    nil): its own t-test (1 dof) does not back the win, so it needs more pairs."""
+    s = 0.004
+    b = base([1.800, 1.810, 1.790, 1.805])
+    agree = decide(cand(1.788, 1.797), b, known(s), CFG)
+    assert agree.decision == "keep"
+    swing = decide(cand(1.775, 1.810), b, known(s), CFG)
+    assert isinstance(swing, MorePairs) and "own seeds disagree" in swing.reason
+    assert decide(cand(1.775, 1.810), b, known(s), JudgeConfig(own_z=0)).decision == "keep"
+    out = decide(cand(1.775, 1.810, 1.760, 1.805), b, known(s), CFG)
+    assert out.decision == "discard" and "own seeds disagree" in out.reason
+
+
 def test_the_conservative_start_is_the_t_correction():
     """The same numbers: with 1 dof behind sigma_d a win of 20 standard errors is not enough; with 40
     dof a fifth of it is kept."""
@@ -285,7 +299,7 @@ SIGMA = 0.01  # sigma_d = 10x min_effect: the noise term decides, as on a CPU pr
 @pytest.mark.parametrize("parallel", [1, 2])
 @pytest.mark.parametrize("prior_dof", [0, 1, 5, 20])
 def test_a_change_with_no_effect_is_kept_at_most_two_percent_of_the_time(parallel, prior_dof):
-    """20,000 no-effect candidates per cell; measured 1.0-1.6% (the docstring's table, 100,000 per
+    """20,000 no-effect candidates per cell; measured 0.7-1.5% (the docstring's table, 100,000 per
     cell). The standard error of a rate near 1.5% over 20,000 is 0.09%: 2% is 5 of them away."""
     r = simulate(
         CFG,
@@ -300,6 +314,15 @@ def test_a_change_with_no_effect_is_kept_at_most_two_percent_of_the_time(paralle
     assert r["pairs"] < (3.0 if parallel == 2 else 2.7)  # most stop at their first look
 
 
+def test_a_change_whose_effect_swings_with_the_seed_is_held_back_by_its_own_seeds():
+    """A no-effect change whose own sigma_d is twice the pool's: the pooled bar alone keeps ~10% of
+    them; with the own-seeds guard about half as many (measured 4.7-5.6%, 100,000 per cell)."""
+    same = dict(effect=0.0, sigma=SIGMA, experiments=20000, prior_dof=20, parallel=2, spread=2.0, seed=5)
+    guarded = simulate(CFG, **same)["keep_rate"]
+    pooled_only = simulate(JudgeConfig(own_z=0), **same)["keep_rate"]
+    assert guarded < 0.065 and pooled_only > 0.08 and guarded < 0.6 * pooled_only
+
+
 def test_the_seed_spread_does_not_enter():
     same = dict(effect=-2 * SIGMA, sigma=SIGMA, experiments=5000, prior_dof=10, seed=3)
     quiet = simulate(CFG, seed_sigma=0.0, **same)
@@ -309,11 +332,11 @@ def test_the_seed_spread_does_not_enter():
 
 def test_true_improvements_are_kept():
     two = simulate(CFG, effect=-2 * SIGMA, sigma=SIGMA, experiments=10000, prior_dof=20, parallel=2, seed=9)
-    assert two["keep_rate"] > 0.85  # measured 89.8% (100,000)
+    assert two["keep_rate"] > 0.82  # measured 85.5% (100,000)
     three = simulate(
         CFG, effect=-3 * SIGMA, sigma=SIGMA, experiments=10000, prior_dof=20, parallel=1, seed=10
     )
-    assert three["keep_rate"] > 0.97  # measured 99.2%
+    assert three["keep_rate"] > 0.97  # measured 99.1%
 
 
 def test_a_worse_change_is_never_kept():
