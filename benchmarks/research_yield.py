@@ -247,7 +247,7 @@ def main() -> None:
         "val_bpb_start_fresh_seeds": round(start_mean, 6) if start_mean else None,
         "confirmed": {
             **final,
-            "gain_percent": pct(-final["mean"]) if "mean" in final else None,
+            "gain_percent": (pct(-final["mean"]) if "mean" in final else None) if kept else 0.0,
             "gain_lower_bound95_percent": pct(final.get("gain_lower_bound95")),
         },
         "targets": {
@@ -273,10 +273,13 @@ def main() -> None:
             f"{fs.get('interval95', '')} -> {'holds' if k['holds'] else 'FALSE KEEP'}  {k['hypothesis'][:60]}"
         )
     c = summary["confirmed"]
-    print(
-        f"\nconfirmed (final - start, {c['n']} fresh seeds): mean {c.get('mean', float('nan')):+.4f} "
-        f"{c.get('interval95', '')}; gain {c['gain_percent']}%, 95% lower bound {lb}%"
-    )
+    if kept:
+        print(
+            f"\nconfirmed (final - start, {c['n']} fresh seeds): mean {c.get('mean', float('nan')):+.4f} "
+            f"{c.get('interval95', '')}; gain {c['gain_percent']}%, 95% lower bound {lb}%"
+        )
+    else:
+        print("\nnothing kept: no improvement to confirm")
     print(
         f"kept {len(kept)}, false keeps {false_keeps}, {summary['seconds_per_iteration']} s per iteration, "
         f"{loop_runs} runs in the loop; targets met: {summary['met']}"
