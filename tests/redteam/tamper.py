@@ -19,9 +19,13 @@ def _poke():
                 open(path, "a").close()
 
 
+def build_model(ctx):
+    return nn.Sequential(nn.Embedding(ctx.vocab_size, 32), nn.Linear(32, ctx.vocab_size)).to(ctx.device)
+
+
 def train(ctx):
     _poke()
-    model = nn.Sequential(nn.Embedding(ctx.vocab_size, 32), nn.Linear(32, ctx.vocab_size)).to(ctx.device)
+    model = build_model(ctx)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
     for step, (x, y) in enumerate(ctx.train_batches(8)):
         loss = F.cross_entropy(model(x).flatten(0, 1), y.flatten())
