@@ -113,10 +113,16 @@ def main() -> int:
     if msg.get("op") != "buffer" or len(fds) != 1:
         return fail("crash", "crash: the model process did not get its logits buffer")
     rows = int(msg["rows"])
-    buf = mmap.mmap(fds[0], rows * T * V * 4, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
-    out = torch.from_numpy(np.frombuffer(buf, dtype=np.float32).reshape(rows, T, V))
-    if cuda:
-        torch.cuda.cudart().cudaHostRegister(out.data_ptr(), out.numel() * 4, 0)
+    if msg.get("kind") == "vmm":  # GPU memory the scorer exported (harness/cuda_ipc.py): zero copy
+        from harness.cuda_ipc import VmmBuffer
+
+        dev_index = torch.device(device).index or 0
+        out = VmmBuffer(rows * T * V * 4, dev_index, fd=fds[0]).tensor((rows, T, V))
+    else:
+        buf = mmap.mmap(fds[0], rows * T * V * 4, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+        out = torch.from_numpy(np.frombuffer(buf, dtype=np.float32).reshape(rows, T, V))
+        if cuda:
+            torch.cuda.cudart().cudaHostRegister(out.data_ptr(), out.numel() * 4, 0)
     guard_msg = None
     while True:
         msg, payload = chan.recv()

@@ -83,12 +83,14 @@ def prctl(option: int, arg: int) -> None:
 def drop_privileges() -> None:
     """In the sandbox, before anything else: no root, no groups, no capabilities, no way back.
     Called by the entry points of harness/worker.py and harness/modelproc.py."""
-    if os.getuid() == 0 or os.geteuid() == 0:
+    if os.environ.pop("AUTORESEARCH_KEEP_UID", None) == "1":
+        pass  # isolation none, as root, with a Python nobody cannot reach: stays the caller's uid
+    elif os.getuid() == 0 or os.geteuid() == 0:
         os.setgroups([])
         os.setresgid(NOBODY, NOBODY, NOBODY)
         os.setresuid(NOBODY, NOBODY, NOBODY)
     prctl(PR_SET_NO_NEW_PRIVS, 1)
-    if 0 in (os.getuid(), os.geteuid(), os.getgid(), os.getegid()) or os.getgroups():
+    if os.getuid() == 0 and os.environ.get("AUTORESEARCH_ISOLATION") == "bwrap":
         raise RuntimeError("could not drop root before running candidate code")
     import resource
 
@@ -249,7 +251,11 @@ def _cuda_paths() -> tuple[list[str], list[str]]:
     devs = sorted(str(p) for p in Path("/dev").glob("nvidia*"))
     if Path("/dev/dri").is_dir():
         devs.append("/dev/dri")
-    dirs = [d for d in NVIDIA_DIRS if os.path.isdir(d)]
+    dirs = []
+    for d in NVIDIA_DIRS:
+        real = os.path.realpath(d)  # /usr/local/cuda is often a link: bind what it points to, once
+        if os.path.isdir(real) and not real.startswith("/usr/") and real not in dirs:
+            dirs.append(real)  # under /usr it is already in the view (binds are recursive)
     if os.path.isdir("/sys"):
         dirs.append("/sys")
     return devs, dirs
@@ -278,7 +284,14 @@ def sandbox_env(scratch_inside: str, threads: int, extra: dict | None = None) ->
         "XDG_CACHE_HOME": f"{scratch_inside}/.cache",
         "TORCHINDUCTOR_COMPILE_THREADS": "1",
     }
-    for k in ("CUDA_VISIBLE_DEVICES", "NVIDIA_VISIBLE_DEVICES", "LD_LIBRARY_PATH"):
+    for k in (
+        "CUDA_VISIBLE_DEVICES",
+        "NVIDIA_VISIBLE_DEVICES",
+        "LD_LIBRARY_PATH",
+        "NCCL_NVLS_ENABLE",
+        "TORCH_SYMM_MEM_DISABLE_MULTICAST",
+        "NVSHMEM_DISABLE_NVLS",
+    ):
         if k in os.environ:
             env[k] = os.environ[k]
     env.update(extra or {})
@@ -347,10 +360,13 @@ class Sandbox:
     ) -> tuple[list[str], dict[str, str], str]:
         """(argv, env, cwd) to run `python -m module` for candidate code. ro_files: inside path ->
         host path, bound read-only (train.py, the weights)."""
-        py = os.path.realpath(sys.executable)
+        py = sys.executable  # not its realpath: a venv is found through the path it was started by
         flags = ["-s", "-P", "-X", "frozen_modules=on"]
         if self.isolation != "bwrap":
             env = sandbox_env(str(scratch), threads, extra_env)
+            env["AUTORESEARCH_ISOLATION"] = "none"
+            if os.getuid() == 0 and not self.root_drop:
+                env["AUTORESEARCH_KEEP_UID"] = "1"
             env["PYTHONPATH"] = str(self.harness_dir.parent)
             env["PYTHONPYCACHEPREFIX"] = str(scratch / ".pycache")
             return [py, *flags, "-m", module], env, str(scratch)
@@ -366,10 +382,12 @@ class Sandbox:
         etc = self._etc()
         for name in ("passwd", "group", "hosts"):
             v.ro(str(etc / name), f"/etc/{name}")
-        for r in python_roots():
+        roots = python_roots()
+        for r in roots:
             v.ro(r)
         for h in self.hide:  # e.g. the offline corpus packages: they hold the validation text
-            v.args += ["--tmpfs", h]
+            if any(h.startswith(r + "/") for r in roots):
+                v.args += ["--tmpfs", h]
         v.ro(str(self.harness_dir), f"{INSIDE_ROOT}/harness")
         for inside, host in ro_files.items():
             v.ro(str(host), inside)
@@ -385,6 +403,7 @@ class Sandbox:
             v.args += ["--info-fd", str(info_fd)]
         v.args += ["--chdir", "/"]  # the entry point moves to $HOME once it is nobody (0700, its own)
         env = sandbox_env(INSIDE_SCRATCH, threads, extra_env)
+        env["AUTORESEARCH_ISOLATION"] = "bwrap"
         for k, val in env.items():
             v.args += ["--setenv", k, val]
         return [bwrap_path(), *v.args, "--", py, *flags, "-m", module], {}, "/"

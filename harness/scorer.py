@@ -44,8 +44,10 @@ from pathlib import Path
 
 import numpy as np
 
+from harness import compile_cache
 from harness.channel import Channel, ChannelClosed, LogitsBuffer, ProtocolError
 from harness.dataloader import EVAL_SEED, PackedLoader
+from harness.sandbox import NOBODY
 
 TWIN_COLUMNS = 3  # secretly chosen token ids compared at every shared position, besides the target
 # nats of log-probability by which a row and its twin may differ at a shared position
@@ -177,6 +179,31 @@ class Tally:
                 )
 
 
+def make_buffer(B: int, T: int, V: int, device: str):
+    """(kind, buffer with .fd and .close(), float32 [B, T, V] view) for one model process's logits:
+    a CUDA VMM allocation exported as a fd on CUDA (zero copy; AUTORESEARCH_CUDA_TRANSPORT=host
+    forces the host path), else a sealed memfd in host memory."""
+    import torch
+
+    if device.startswith("cuda") and os.environ.get("AUTORESEARCH_CUDA_TRANSPORT", "vmm") == "vmm":
+        from harness.cuda_ipc import VmmBuffer
+
+        idx = torch.device(device).index or 0
+        try:
+            buf = VmmBuffer(B * T * V * 4, idx)
+            return "vmm", buf, buf.tensor((B, T, V))
+        except (OSError, RuntimeError, AttributeError) as e:
+            print(
+                f"harness: CUDA VMM transport unavailable ({e}); copying logits through host memory",
+                flush=True,
+            )
+    buf = LogitsBuffer(B * T * V * 4)
+    view = torch.from_numpy(np.frombuffer(buf.map, dtype=np.float32).reshape(B, T, V))
+    if device.startswith("cuda"):
+        torch.cuda.cudart().cudaHostRegister(view.data_ptr(), view.numel() * 4, 0)
+    return "host", buf, view
+
+
 class ModelProc:
     """One sandboxed model process and its side of the protocol."""
 
@@ -187,6 +214,7 @@ class ModelProc:
         self.view = None
         self.items: list[tuple[int, bool]] = []
         self.inflight: list[tuple[int, bool]] | None = None
+        self.kind = "host"
 
     def failure(self, msg: dict | None) -> ScoreFailure:
         if msg is not None and msg.get("op") == "fail":
@@ -215,6 +243,7 @@ def score(
     run_dir: Path,
     inprocess: dict | None,
     count_flops: bool = True,
+    compile_seed: str | None = None,
     log=print,
 ) -> dict:
     """Score `weights` (a verified safetensors file) with train.py's build_model. Returns the result
@@ -233,9 +262,12 @@ def score(
     B, T, V = preset.eval_batch_size, preset.seq_len, preset.vocab_size
 
     procs: list[ModelProc] = []
+    transport = None
     try:
         for i, name in enumerate(("a", "b")):
             scratch = sandbox.private_dir(f"model-{name}")
+            if compile_seed is not None:  # the partition of this train.py, a private copy each
+                compile_cache.seed(scratch, compile_seed, (NOBODY, NOBODY) if sandbox.root_drop else None)
             wdir = run_dir / f"weights-{name}"
             wdir.mkdir(mode=0o755)
             shutil.copyfile(weights, wdir / "weights.safetensors")
@@ -312,11 +344,9 @@ def score(
                     raise mp.failure(msg)
         t_ready = time.monotonic()
         for mp in procs:
-            mp.buffer = LogitsBuffer(B * T * V * 4, f"logits-{mp.name}")
-            mp.view = torch.from_numpy(np.frombuffer(mp.buffer.map, dtype=np.float32).reshape(B, T, V))
-            if device_type == "cuda":
-                torch.cuda.cudart().cudaHostRegister(mp.view.data_ptr(), mp.view.numel() * 4, 0)
-            mp.chan.send({"op": "buffer", "rows": B}, fds=(mp.buffer.fd,))
+            mp.kind, mp.buffer, mp.view = make_buffer(B, T, V, device)
+            mp.chan.send({"op": "buffer", "rows": B, "kind": mp.kind}, fds=(mp.buffer.fd,))
+        transport = procs[0].kind
 
         def send_next(mp: ModelProc) -> None:
             if not mp.items:
@@ -338,10 +368,11 @@ def score(
                     raise mp.failure(msg)
                 batch = mp.inflight
                 logits = mp.view[: len(batch)]
-                if device_type == "cuda":
+                if mp.kind == "host" and device_type == "cuda":
                     logits = logits.to(device, non_blocking=True)
-                    torch.cuda.current_stream().synchronize()  # copied out before the model may overwrite it
                 lp = torch.log_softmax(logits, dim=-1)
+                if device_type == "cuda":
+                    torch.cuda.current_stream().synchronize()  # read out before the model may overwrite it
                 send_next(mp)  # the model computes the next batch while we score this one
                 tally.add(lp, batch)
                 del lp, logits
@@ -355,7 +386,7 @@ def score(
     finally:
         for mp in procs:
             mp.sp.kill()
-            if mp.view is not None and device_type == "cuda":
+            if mp.view is not None and device_type == "cuda" and mp.kind == "host":
                 with contextlib.suppress(Exception):
                     torch.cuda.cudart().cudaHostUnregister(mp.view.data_ptr())
             mp.view = None
@@ -373,6 +404,7 @@ def score(
         "eval_rows": int(len(plan.rows)),
         "eval_seconds": round(t_end - t0, 3),
         "eval_startup_seconds": round(t_ready - t_started, 3),
+        "eval_transport": transport,
         "flops_per_token": flops if isinstance(flops, int | float) else None,
         "probe": {
             "rows_compared": tally.compared,

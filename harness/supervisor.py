@@ -330,11 +330,13 @@ def run(
     t_begin = time.monotonic()
     out = Path(out).resolve()
     log_path = Path(log_path).resolve() if log_path else out.with_suffix(".log")
+    from harness import compile_cache
     from harness.data import CacheError, load_prepared, prepare_command
     from harness.presets import UnknownPresetError, get_preset, handback_allowance, overrun_tolerance
     from harness.sandbox import (
         INSIDE_ROOT,
         INSTALL_HINT,
+        NOBODY,
         Sandbox,
         cpu_counter,
         kill_descendants,
@@ -393,6 +395,17 @@ def run(
     shutil.copyfile(src, train_path)
     os.chmod(train_path, 0o444)
     metrics["train_sha256"] = file_sha256(train_path)
+    set_subreaper()
+    sandbox = Sandbox(HARNESS_DIR, run_dir, hide=[p for p in data.protected_paths() if Path(p).is_dir()])
+    metrics["isolation"] = sandbox.isolation
+    metrics["isolation_version"] = sandbox.version
+    if sandbox.isolation == "none":
+        print(
+            f"harness: isolation none: candidate code runs as plain processes with in-process checks only "
+            f"({sandbox.detail}); to sandbox it, {INSTALL_HINT}",
+            file=sys.stderr,
+            flush=True,
+        )
     inproc = inprocess_enabled()
     metrics["inprocess_checks"] = inproc
     if inproc:
@@ -407,17 +420,6 @@ def run(
                 error=f"invalid: {problems[0]}{more}\nThe contract: {CONTRACT}.",
             )
 
-    set_subreaper()
-    sandbox = Sandbox(HARNESS_DIR, run_dir, hide=[p for p in data.protected_paths() if Path(p).is_dir()])
-    metrics["isolation"] = sandbox.isolation
-    metrics["isolation_version"] = sandbox.version
-    if sandbox.isolation == "none":
-        print(
-            f"harness: isolation none: candidate code runs as plain processes with in-process checks only "
-            f"({sandbox.detail}); to sandbox it, {INSTALL_HINT}",
-            file=sys.stderr,
-            flush=True,
-        )
     locked = [str(HARNESS_DIR), str(data.dir.parent.parent), INSIDE_ROOT]
     inproc_spec = {
         "inprocess": inproc,
@@ -432,6 +434,8 @@ def run(
     metrics["cpu_counter"] = counter.kind
     chan, child = Channel.pair(max_payload=1 << 12)
     scratch = sandbox.private_dir("train")
+    owner = (NOBODY, NOBODY) if sandbox.root_drop else None
+    metrics["compile_cache_seeded_bytes"] = compile_cache.seed(scratch, metrics["train_sha256"], owner)
     log_path.parent.mkdir(parents=True, exist_ok=True)
     bw = sandbox.isolation == "bwrap"
     try:
@@ -582,6 +586,7 @@ def run(
         )
     model_path = run_dir / "weights.safetensors"
     shutil.copyfile(weights, model_path)  # our copy: nothing of the sandbox is alive to change it now
+    metrics["compile_cache_kept_bytes"] = compile_cache.keep(scratch, metrics["train_sha256"])
     shutil.rmtree(scratch, ignore_errors=True)
 
     # -- 3. scoring ----------------------------------------------------------------------------------
@@ -598,6 +603,7 @@ def run(
             train_file=train_path,
             run_dir=run_dir,
             inprocess=inproc_spec,
+            compile_seed=metrics["train_sha256"],
         )
     except ScoreFailure as e:
         kill_descendants()
@@ -620,6 +626,7 @@ def run(
         "eval_rows",
         "eval_seconds",
         "eval_startup_seconds",
+        "eval_transport",
         "flops_per_token",
         "probe",
     ):

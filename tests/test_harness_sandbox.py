@@ -105,7 +105,7 @@ def test_validation_data_is_out_of_reach(prepared_tiny, cache_dir, tmp_path, nam
     assert "STOLE" not in log
     assert m["status"] in ("ok", "invalid"), m["error"]
     if m["status"] == "invalid":
-        assert mode == "inprocess-on" and "validation data never enters training" in m["error"]
+        assert mode == "inprocess-on" and "validation data never enters training" in m["error"], m["error"]
 
 
 # -- the causality probe ------------------------------------------------------------------------------
@@ -156,7 +156,7 @@ def test_an_escaped_process_cannot_rewrite_the_result(prepared_tiny, tmp_path, m
     again = json.loads(out.read_text())
     assert again == m and again.get("val_bpb") != 0.01
     if mode == "inprocess-on":
-        assert m["status"] == "invalid" and "setsid" in m["error"] or "session" in m["error"]
+        assert m["status"] == "invalid" and "start_new_session" in m["error"], m["error"]
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -256,8 +256,8 @@ def test_bending_the_metric_in_process_changes_nothing(prepared_tiny, tmp_path, 
     plain.write_text(plain.read_text().replace("ENABLED = True", "ENABLED = False"))
     p, m, _ = run(bent, tmp_path / "a", mode)
     assert_result(p, m)
-    if mode == "inprocess-on":
-        assert m["status"] == "invalid", m["error"]
+    if m["status"] == "invalid":  # the static scan, or its patched json.dumps broke its own channel
+        assert mode == "inprocess-on" or "weights" in m["error"] or "protocol" in m["error"], m["error"]
         return
     _, twin, _ = run(plain, tmp_path / "b", mode)
     assert m["status"] == "ok" and twin["status"] == "ok", (m["error"], twin["error"])
@@ -287,7 +287,7 @@ def test_monkeypatching_torch_in_the_worker_changes_nothing(prepared_tiny, tmp_p
         vals.append((m["status"], m["val_bpb"]))
     assert vals[0][0] == "ok"
     for status, v in vals[1:]:
-        assert status == "invalid" and mode == "inprocess-on" or (status, v) == vals[0]
+        assert (status, v) == vals[0]
 
 
 # -- the clock ----------------------------------------------------------------------------------------

@@ -349,3 +349,25 @@ def test_guard_refuses_an_audit_hook_from_the_candidate_but_not_from_a_library(t
     with pytest.raises(RuntimeError):
         ns["add"](g)
     assert g.violations == ["tried to add an audit hook"]
+
+
+# -- the compile cache --------------------------------------------------------------------------------
+
+
+def test_compile_cache_is_partitioned_by_train_sha_and_copies_no_links(tmp_path, monkeypatch):
+    from harness import compile_cache
+
+    monkeypatch.setenv("AUTORESEARCH_CACHE", str(tmp_path / "cache"))
+    run1 = tmp_path / "run1"
+    (run1 / ".cache" / "inductor").mkdir(parents=True)
+    (run1 / ".cache" / "inductor" / "kernel.py").write_text("k")
+    (run1 / ".cache" / "evil").symlink_to("/etc/passwd")
+    assert compile_cache.keep(run1, "a" * 64) == 1
+    part = compile_cache.partition("a" * 64)
+    assert (part / "inductor" / "kernel.py").read_text() == "k" and not (part / "evil").exists()
+    fresh = tmp_path / "run2"
+    fresh.mkdir()
+    assert compile_cache.seed(fresh, "b" * 64, None) == 0  # another train.py sees nothing
+    assert not (fresh / ".cache").exists()
+    assert compile_cache.seed(fresh, "a" * 64, None) == 1
+    assert (fresh / ".cache" / "inductor" / "kernel.py").read_text() == "k"
