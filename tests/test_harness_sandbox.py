@@ -32,7 +32,7 @@ REDTEAM = REPO / "tests" / "redteam"
 TINY = get_preset("tiny")
 MODES = ["inprocess-on", "inprocess-off"]
 needs_bwrap = pytest.mark.skipif(probe()[0] != "bwrap", reason=f"no sandbox here: {probe()[1]}")
-pytestmark = [pytest.mark.slow, needs_bwrap]
+pytestmark = [pytest.mark.slow]
 
 
 def run(train: Path, tmp: Path, mode: str = "inprocess-on", env: dict | None = None, wrap: str | None = None):
@@ -99,6 +99,7 @@ def assert_result(p, m):
 @pytest.mark.parametrize(
     "name", ["val_subprocess.py", "val_dirfd.py", "val_dupfd.py", "val_fromfile.py", "readval.py"]
 )
+@needs_bwrap
 def test_validation_data_is_out_of_reach(prepared_tiny, cache_dir, tmp_path, name, mode):
     p, m, log = run(adversary(name, tmp_path, CACHE=cache_dir), tmp_path, mode)
     assert_result(p, m)
@@ -115,6 +116,7 @@ def test_validation_data_is_out_of_reach(prepared_tiny, cache_dir, tmp_path, nam
 @pytest.mark.parametrize(
     "name", ["probe_call_order.py", "probe_prefix_memory.py", "probe_private_random.py", "noncausal.py"]
 )
+@needs_bwrap
 def test_looking_ahead_is_invalid_however_the_probe_is_evaded(prepared_tiny, tmp_path, name, mode):
     p, m, _ = run(REDTEAM / name, tmp_path, mode)
     assert_result(p, m)
@@ -125,6 +127,7 @@ def test_looking_ahead_is_invalid_however_the_probe_is_evaded(prepared_tiny, tmp
 # -- the model after train() returns --------------------------------------------------------------------
 
 
+@needs_bwrap
 @pytest.mark.parametrize("mode", MODES)
 def test_a_thread_training_during_evaluation_is_dead_before_scoring(prepared_tiny, tmp_path, mode):
     p, m, log = run(REDTEAM / "eval_thread.py", tmp_path, mode)
@@ -135,6 +138,7 @@ def test_a_thread_training_during_evaluation_is_dead_before_scoring(prepared_tin
     assert len(Path(m["log_path"]).read_text(errors="replace")) == size
 
 
+@needs_bwrap
 @pytest.mark.parametrize("mode", MODES)
 def test_a_model_that_crashes_in_evaluation_is_the_candidates_crash(prepared_tiny, tmp_path, mode):
     p, m, _ = run(REDTEAM / "eval_crash.py", tmp_path, mode)
@@ -145,6 +149,7 @@ def test_a_model_that_crashes_in_evaluation_is_the_candidates_crash(prepared_tin
 # -- results, processes and files outside the sandbox ---------------------------------------------------
 
 
+@needs_bwrap
 @pytest.mark.parametrize("mode", MODES)
 def test_an_escaped_process_cannot_rewrite_the_result(prepared_tiny, tmp_path, mode):
     marker = f"ESCAPEE-{secrets.token_hex(6)}"
@@ -159,6 +164,7 @@ def test_an_escaped_process_cannot_rewrite_the_result(prepared_tiny, tmp_path, m
         assert m["status"] == "invalid" and "start_new_session" in m["error"], m["error"]
 
 
+@needs_bwrap
 @pytest.mark.parametrize("mode", MODES)
 def test_forged_messages_never_make_a_result(prepared_tiny, tmp_path, mode):
     p, m, _ = run(REDTEAM / "forge_result.py", tmp_path, mode)
@@ -166,6 +172,7 @@ def test_forged_messages_never_make_a_result(prepared_tiny, tmp_path, mode):
     assert m["status"] == "invalid" and m["val_bpb"] is None, m["error"]
 
 
+@needs_bwrap
 @pytest.mark.parametrize("mode", MODES)
 def test_nothing_outlives_the_run(prepared_tiny, tmp_path, mode):
     marker = f"OUTLIVE{secrets.token_hex(6)}"
@@ -175,6 +182,7 @@ def test_nothing_outlives_the_run(prepared_tiny, tmp_path, mode):
     assert not alive_with(marker)
 
 
+@needs_bwrap
 @pytest.mark.parametrize("mode", MODES)
 def test_no_bytecode_can_be_planted_in_the_harness(prepared_tiny, tmp_path, mode):
     harness = REPO / "harness"
@@ -188,6 +196,7 @@ def test_no_bytecode_can_be_planted_in_the_harness(prepared_tiny, tmp_path, mode
     assert m["pycache_prefix"] and not m["pycache_prefix"].startswith(str(harness))
 
 
+@needs_bwrap
 @pytest.mark.parametrize("mode", MODES)
 def test_the_data_cache_cannot_be_rewritten(prepared_tiny, cache_dir, tmp_path, mode):
     files = sorted(prepared_tiny.dir.glob("*"))
@@ -198,6 +207,7 @@ def test_the_data_cache_cannot_be_rewritten(prepared_tiny, cache_dir, tmp_path, 
     assert {f: sha(f) for f in files} == before
 
 
+@needs_bwrap
 @pytest.mark.parametrize("mode", MODES)
 def test_no_secret_is_reachable(prepared_tiny, tmp_path, mode):
     home, runner = tmp_path / "home", tmp_path / "actions-runner"
@@ -228,6 +238,7 @@ def test_no_secret_is_reachable(prepared_tiny, tmp_path, mode):
         assert t not in blob
 
 
+@needs_bwrap
 @pytest.mark.parametrize("mode", MODES)
 def test_home_and_git_hooks_are_out_of_reach(prepared_tiny, tmp_path, mode):
     home, repo = tmp_path / "home", tmp_path / "checkout"
@@ -247,6 +258,7 @@ def test_home_and_git_hooks_are_out_of_reach(prepared_tiny, tmp_path, mode):
     assert f"WROTE {home}" not in log and f"WROTE {repo}" not in log
 
 
+@needs_bwrap
 @pytest.mark.parametrize("mode", MODES)
 def test_bending_the_metric_in_process_changes_nothing(prepared_tiny, tmp_path, mode):
     (tmp_path / "a").mkdir()
@@ -265,6 +277,7 @@ def test_bending_the_metric_in_process_changes_nothing(prepared_tiny, tmp_path, 
     assert m["num_steps"] == 2
 
 
+@needs_bwrap
 @pytest.mark.parametrize("mode", MODES)
 def test_monkeypatching_torch_in_the_worker_changes_nothing(prepared_tiny, tmp_path, mode):
     """monkeypatch.py and patch_in_forward.py patch torch / the harness in their own processes; with
@@ -293,6 +306,7 @@ def test_monkeypatching_torch_in_the_worker_changes_nothing(prepared_tiny, tmp_p
 # -- the clock ----------------------------------------------------------------------------------------
 
 
+@needs_bwrap
 @pytest.mark.parametrize("mode", MODES)
 def test_real_batches_before_the_clock_are_training_time(prepared_tiny, tmp_path, mode):
     p, m, log = run(REDTEAM / "pre_clock_steps.py", tmp_path, mode)
@@ -303,6 +317,7 @@ def test_real_batches_before_the_clock_are_training_time(prepared_tiny, tmp_path
     assert m["training_cpu_seconds"] <= TINY.budget_seconds + overrun_tolerance(TINY)
 
 
+@needs_bwrap
 @pytest.mark.parametrize("mode", MODES)
 def test_training_past_the_budget_is_invalid(prepared_tiny, tmp_path, mode):
     p, m, _ = run(REDTEAM / "past_budget.py", tmp_path, mode)
@@ -310,6 +325,7 @@ def test_training_past_the_budget_is_invalid(prepared_tiny, tmp_path, mode):
     assert m["status"] == "invalid" and "past the budget" in m["error"], m["error"]
 
 
+@needs_bwrap
 @pytest.mark.parametrize("mode", MODES)
 def test_overrun_is_killed_at_budget_plus_grace(prepared_tiny, tmp_path, mode):
     p, m, _ = run(REDTEAM / "overrun.py", tmp_path, mode)
@@ -322,6 +338,7 @@ def _cpu(log: str, tag: str, key: str) -> float:
     return float(re.search(rf"{tag} .*{key} ([0-9.]+)", log).group(1))
 
 
+@needs_bwrap
 @pytest.mark.parametrize("mode", MODES)
 def test_a_thread_pool_started_before_the_clock_is_counted(prepared_tiny, tmp_path, mode):
     p, m, log = run(REDTEAM / "clock_threadpool.py", tmp_path, mode)
@@ -333,6 +350,7 @@ def test_a_thread_pool_started_before_the_clock_is_counted(prepared_tiny, tmp_pa
     assert main < 0.8 * TINY.budget_seconds
 
 
+@needs_bwrap
 @pytest.mark.parametrize("mode", MODES)
 def test_work_in_child_processes_is_counted(prepared_tiny, tmp_path, mode):
     p, m, log = run(REDTEAM / "clock_child.py", tmp_path, mode)
@@ -343,6 +361,7 @@ def test_work_in_child_processes_is_counted(prepared_tiny, tmp_path, mode):
     assert _cpu(log, "CPUTIME", "main") < 0.8 * TINY.budget_seconds
 
 
+@needs_bwrap
 @pytest.mark.parametrize("mode", MODES)
 def test_sleeping_while_a_child_works_is_counted(prepared_tiny, tmp_path, mode):
     p, m, log = run(REDTEAM / "clock_sleep_child.py", tmp_path, mode)
