@@ -155,8 +155,8 @@ def sweep_case(name: str, overrides: dict, opts: dict) -> dict:
     """One case, in this (fresh) process. Returns the measurements."""
     t_start = time.monotonic()
     import torch
-
     from harness.evaluate import _run_batch, flops_per_token
+
     from harness.mfu import peak_flops
 
     t_import = time.monotonic() - t_start
@@ -267,9 +267,8 @@ def profile_case() -> None:
     """Where the warm-up and a step go: each first call timed, compile-time breakdown, kernel tables."""
     t0 = time.monotonic()
     import torch
-    from torch.profiler import ProfilerActivity, profile
-
     from harness.evaluate import _run_batch, flops_per_token
+    from torch.profiler import ProfilerActivity, profile
 
     print(f"import torch: {time.monotonic() - t0:.2f} s", flush=True)
     spec = importlib.util.spec_from_file_location("train", REPO / "train.py")

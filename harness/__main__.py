@@ -9,10 +9,26 @@ infrastructure failed (missing data cache, CUDA unavailable, a harness error); s
 
 from __future__ import annotations
 
-import argparse
+import os
 import sys
 
-from harness.presets import PRESETS
+if sys.pycache_prefix is None and __name__ == "__main__":
+    # Never read (or write) bytecode beside the harness's sources: a .pyc planted in
+    # harness/__pycache__ would run instead of the verified .py. Re-run this interpreter with a fresh,
+    # private bytecode directory before anything else of the harness is imported. (Only this file
+    # and harness/__init__.py were read before this line; run `python -X pycache_prefix=DIR -m
+    # harness` or set PYTHONPYCACHEPREFIX to cover them too.)
+    import tempfile
+
+    _prefix = tempfile.mkdtemp(prefix="autoresearch-pycache-")
+    os.environ["AUTORESEARCH_PYCACHE_TMP"] = _prefix
+    os.execv(
+        sys.executable, [sys.executable, "-X", f"pycache_prefix={_prefix}", "-m", "harness", *sys.argv[1:]]
+    )
+
+import argparse  # noqa: E402
+
+from harness.presets import PRESETS  # noqa: E402
 
 
 class _Parser(argparse.ArgumentParser):
@@ -69,4 +85,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    code = main()
+    tmp = os.environ.get("AUTORESEARCH_PYCACHE_TMP")
+    if tmp and tmp == sys.pycache_prefix:
+        import shutil
+
+        shutil.rmtree(tmp, ignore_errors=True)
+    sys.exit(code)

@@ -1,10 +1,12 @@
-"""The `ctx` that `train(ctx)` receives: the clock, the training data and the loss log.
+"""The `ctx` that `train(ctx)` and `build_model(ctx)` receive, inside the training sandbox.
 
-What train.py can use (Contract 3):
+What train.py can use:
 
     ctx.preset, ctx.seed, ctx.device        the run's settings ("cuda" or "cpu")
     ctx.seq_len, ctx.vocab_size, ctx.bos_id the data's shape; model(idx) must give logits [B, T, V >= vocab]
-    ctx.budget_seconds                      the training budget
+    ctx.budget_seconds, ctx.clock           the training budget, and the clock it is measured on:
+                                            "cpu" (CPU seconds of the whole training process tree) or
+                                            "wall" (seconds of a dedicated GPU's wall clock)
     ctx.start_clock()                       start the training clock now (optional, see below)
     ctx.time_left() -> float                seconds of budget left (the whole budget before the clock starts)
     ctx.elapsed() -> float                  training seconds used so far
@@ -18,45 +20,39 @@ What train.py can use (Contract 3):
     ctx.log(step, loss, **extra)            report the training loss; raises TrainingDiverged on a blow-up
     ctx.tokens_seen                         training tokens served so far
 
-The clock starts at ctx.start_clock(), at the first training batch, or when the preset's start-up
-allowance runs out, whichever comes first; that is the same rule the supervisor applies with its own
-clock, and the supervisor's clock is the one that is reported and enforced. No real data is served
-before the clock starts: warm-up batches are random tokens.
-
-The time reference is captured when this module is imported, before train.py is, so patching
-time.monotonic later changes nothing here.
+The clock and the data are the harness's, not this process's: every batch is packed by the
+supervisor outside the sandbox and sent over a socket, only after the clock has started and only
+while the budget lasts; each reply carries the supervisor's count of training time used. Between
+replies, elapsed() adds this process's own CPU (or wall) time since the last reply: an estimate for
+schedules, never what is enforced or reported. The clock starts at ctx.start_clock(), at the first
+batch, or when the start-up allowance (wall clock) runs out, whichever comes first.
 """
 
 from __future__ import annotations
 
 import math
 import sys
-from time import monotonic as _monotonic
+import time
 
+import numpy as np
 import torch
 
 from harness import TrainingDiverged
-from harness.dataloader import PackedLoader
 
 PROGRESS_EVERY_S = 5.0  # a progress line at most this often
-EVENT_EVERY_S = 1.0  # a progress event to the supervisor at most this often
+EVENT_EVERY_S = 1.0  # a progress message to the supervisor at most this often
 DIVERGE_AFTER_STEP = 10  # the "blow-up" checks start after this many steps (non-finite: always)
 DIVERGE_FACTOR = 3.0  # loss above this times the first logged loss is a blow-up
 
+_process_time = time.process_time
+_monotonic = time.monotonic
 
-class Context:
-    def __init__(
-        self,
-        preset,
-        *,
-        seed: int,
-        device: str,
-        train_tokens,
-        train_starts,
-        bos_id: int,
-        spawn_time: float,
-        emit=None,
-    ):
+
+class ModelContext:
+    """What `build_model(ctx)` gets in a model process of the scoring: shapes and device, no data,
+    no clock."""
+
+    def __init__(self, preset, *, seed: int, device: str, bos_id: int):
         self.preset = preset
         self.seed = int(seed)
         self.device = device
@@ -64,12 +60,23 @@ class Context:
         self.vocab_size = int(preset.vocab_size)
         self.bos_id = int(bos_id)
         self.budget_seconds = float(preset.budget_seconds)
-        self._tokens = train_tokens
-        self._starts = train_starts  # BOS offsets, computed by the worker before the clock can start
-        self._loaders: dict[tuple[int, int], PackedLoader] = {}
-        self._allowance_end = float(spawn_time) + float(preset.startup_allowance_seconds)
-        self._clock_start: float | None = None
-        self._emit = emit or (lambda *a, **k: None)
+        self.clock = preset.clock
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}(preset={self.preset.name!r}, device={self.device!r}, seed={self.seed}, "
+            f"seq_len={self.seq_len}, vocab_size={self.vocab_size}, budget_seconds={self.budget_seconds})"
+        )
+
+
+class Context(ModelContext):
+    def __init__(self, preset, *, seed: int, device: str, bos_id: int, chan):
+        super().__init__(preset, seed=seed, device=device, bos_id=bos_id)
+        self._chan = chan
+        self._used = 0.0  # the supervisor's count at its last reply
+        self._mark = self._local()
+        self._started = False
+        self._stopped = False
         self._gen = torch.Generator().manual_seed(self.seed + 1)  # warm-up tokens only
         self.tokens_seen = 0
         self.num_steps = 0
@@ -77,40 +84,47 @@ class Context:
         self.last_loss: float | None = None
         self._last_print = -math.inf
         self._last_event = -math.inf
+        self._cuda = str(device).startswith("cuda")
+        self._pinned: dict = {}
 
-    def __repr__(self) -> str:
-        return (
-            f"Context(preset={self.preset.name!r}, device={self.device!r}, seed={self.seed}, "
-            f"seq_len={self.seq_len}, vocab_size={self.vocab_size}, budget_seconds={self.budget_seconds})"
-        )
+    # -- the clock (an estimate of the supervisor's) ----------------------------------------------
 
-    # -- the clock --------------------------------------------------------------------------------
+    def _local(self) -> float:
+        return _process_time() if self.preset.clock == "cpu" else _monotonic()
 
-    def _now(self) -> float:
-        return _monotonic()
+    def _update(self, reply: dict) -> None:
+        used = reply.get("used")
+        if isinstance(used, int | float):
+            self._used = float(used)
+            self._mark = self._local()
+        if reply.get("started"):
+            self._started = True
 
-    def _clock(self) -> float | None:
-        """When the clock started, applying the start-up allowance; None while it has not."""
-        if self._clock_start is None and self._now() >= self._allowance_end:
-            self._clock_start = self._allowance_end
-        return self._clock_start
+    def _ask(self, msg: dict):
+        self._chan.send(msg)
+        got = self._chan.recv()
+        self._update(got[0])
+        return got
 
     def start_clock(self) -> None:
-        if self._clock() is None:
-            if self.device.startswith("cuda"):
+        if not self._started:
+            if self._cuda:
                 torch.cuda.synchronize()  # warm-up work still queued on the GPU is not training time
-            self._clock_start = self._now()
-            self._emit("clock_started")
+            self._ask({"op": "clock"})
+            self._started = True
 
     @property
     def clock_started(self) -> bool:
-        return self._clock() is not None
+        return self._started
 
     def elapsed(self) -> float:
-        start = self._clock()
-        return 0.0 if start is None else max(0.0, self._now() - start)
+        if not self._started:
+            return 0.0
+        return self._used + max(0.0, self._local() - self._mark)
 
     def time_left(self) -> float:
+        if self._stopped:
+            return 0.0
         return max(0.0, self.budget_seconds - self.elapsed())
 
     def should_stop(self) -> bool:
@@ -135,19 +149,33 @@ class Context:
         """(x, y) training batches until the budget is spent. Calling it again with the same shape
         continues the same stream; the data order is fixed by the seed."""
         b, t = self._check_shape(batch_size, seq_len)
-        key = (b, t)
-        if key not in self._loaders:
-            self._loaders[key] = PackedLoader(
-                self._tokens, self.bos_id, b, t, seed=self.seed, device=self.device, starts=self._starts
-            )
-        return self._batches(self._loaders[key], b * t)
+        return self._batches(b, t)
 
-    def _batches(self, loader: PackedLoader, tokens_per_batch: int):
-        self.start_clock()
-        while self.time_left() > 0:
-            x, y = next(loader)
-            self.tokens_seen += tokens_per_batch
-            yield x, y
+    def _batches(self, b: int, t: int):
+        while not self._stopped:
+            msg, payload = self._ask({"op": "batch", "b": b, "t": t})
+            self._started = True
+            if msg.get("op") != "batch":
+                self._stopped = True
+                return
+            rows = np.frombuffer(payload, dtype=np.uint16).reshape(b, t + 1)
+            self.tokens_seen += b * t
+            yield self._to_device(rows)
+
+    def _to_device(self, rows: np.ndarray):
+        r = torch.from_numpy(rows.astype(np.int64))
+        x, y = r[:, :-1].contiguous(), r[:, 1:].contiguous()
+        if not self._cuda:
+            return x, y
+        key = tuple(r.shape)
+        if key not in self._pinned:
+            self._pinned[key] = torch.empty((2, r.shape[0], r.shape[1] - 1), dtype=torch.long).pin_memory()
+        stage = self._pinned[key]
+        torch.cuda.current_stream().synchronize()  # the previous copy out of the staging buffer is done
+        stage[0].copy_(x)
+        stage[1].copy_(y)
+        out = stage.to(self.device, non_blocking=True)
+        return out[0], out[1]
 
     def warmup_batch(self, batch_size: int, seq_len: int | None = None):
         """Random tokens in the shape of a training batch: warm up (compile) without real data."""
@@ -176,20 +204,19 @@ class Context:
                     f"(the lower of {DIVERGE_FACTOR:g}x the first logged loss {self.first_loss:.4f} "
                     "and 2 ln(vocab_size))"
                 )
-        now = self._now()
+        now = _monotonic()
         if now - self._last_event >= EVENT_EVERY_S:
             self._last_event = now
-            self._emit("progress", step=step, loss=value, tokens=self.tokens_seen)
+            self._chan.send({"op": "log", "step": step, "loss": value, "tokens": self.tokens_seen})
         if now - self._last_print >= PROGRESS_EVERY_S:
             self._last_print = now
             el = self.elapsed()
-            tps = self.tokens_seen / el if el > 0 else 0.0
             more = "".join(
                 f" | {k} {v:.4g}" if isinstance(v, float) else f" | {k} {v}" for k, v in extra.items()
             )
             print(
-                f"step {step:5d} | loss {value:.4f} | {el:6.1f}/{self.budget_seconds:.0f} s | "
-                f"{tps / 1e3:8.1f}k tok/s{more}",
+                f"step {step:5d} | loss {value:.4f} | {el:6.1f}/{self.budget_seconds:.0f} {self.clock} s | "
+                f"{self.tokens_seen / 1e3:8.1f}k tokens{more}",
                 file=sys.stdout,
                 flush=True,
             )

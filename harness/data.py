@@ -118,11 +118,11 @@ def _resolve_preset(preset: Preset | str) -> Preset:
 _HASH_MEMO: dict[tuple[str, int, int], str] = {}
 
 
-def sha256_file(path: Path | str) -> str:
-    """sha256 of a file, memoised per (path, size, mtime) for this process."""
+def sha256_file(path: Path | str, fresh: bool = False) -> str:
+    """sha256 of a file, memoised per (path, size, mtime, ctime) for this process (fresh: re-read)."""
     st = os.stat(path)
-    key = (str(path), st.st_size, st.st_mtime_ns)
-    if key not in _HASH_MEMO:
+    key = (str(path), st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+    if fresh or key not in _HASH_MEMO:
         h = hashlib.sha256()
         with open(path, "rb") as f:
             while chunk := f.read(1 << 23):
@@ -338,7 +338,7 @@ class PreparedData:
         if problems:
             raise CacheError(self._broken("; ".join(problems)))
 
-    def verify(self, paths: Iterable[str] | str | None = None) -> dict[str, str]:
+    def verify(self, paths: Iterable[str] | str | None = None, fresh: bool = False) -> dict[str, str]:
         """Hash artifacts against the manifest (default: val.bin, token_bytes.npy, tokenizer.pkl;
         "all" for every file). Returns {name: sha256}; raises CacheError on any mismatch."""
         if paths is None:
@@ -357,7 +357,7 @@ class PreparedData:
             if not p.is_file():
                 problems.append(f"{name} is missing")
                 continue
-            digest = sha256_file(p)
+            digest = sha256_file(p, fresh=fresh)
             if digest != rec["sha256"]:
                 problems.append(
                     f"{name} sha256 {digest[:12]}.. does not match the manifest's {rec['sha256'][:12]}.."

@@ -1,27 +1,22 @@
-"""What keeps `val_bpb` honest inside the training process: env scrubbing, hashing, a static scan,
-identity snapshots and an audit hook.
+"""The in-process layer, a second line behind the sandbox (harness/sandbox.py) and the out-of-process
+scoring (harness/scorer.py): env scrubbing, hashing, a static scan and an audit hook.
 
-The worker runs the candidate's `train.py` and the evaluator in one process, so the evaluator must
-not trust anything the candidate could have touched. Four layers, each cheap:
+It is all that stands between a candidate and the harness's files when the sandbox cannot start
+("isolation: none"), and a tripwire when it can. Tests switch it off (AUTORESEARCH_TEST_NO_INPROCESS=1)
+to show the operating-system layer holds by itself. The layers:
 
 - `scrub_env`: the worker starts with an allowlisted environment, so no token or key reaches it.
 - `static_scan`: before `train.py` is imported, its AST is checked for the tools one would need to
   bend the metric (ctypes, gc, audit/trace hooks, torch dispatch overrides, frame introspection,
   harness internals, monkeypatching torch/math/time/builtins). Honest training code needs none.
-- `Snapshot`: before the import, the identity of everything the evaluator depends on (torch.nn.functional,
-  torch.Tensor's methods, torch/numpy/math/builtins functions, the harness modules' globals and code
-  objects, the C++ dispatch tables of the ops the evaluator calls) is recorded; the evaluator
-  re-checks it. A replaced object makes the run invalid, even if the candidate puts it back later
-  the evaluator uses references captured at import time, so a temporary patch cannot reach it.
 - `AuditGuard`: a `sys.addaudithook` hook. It turns opening validation data (or the raw text it came
   from) outside the evaluator's own short read window, writing into the harness or the data cache,
   handing a protected path to a subprocess, patching torch.Tensor, adding another audit hook, or
   walking the garbage collector into a violation: the caller gets PermissionError and the run is
   marked invalid whether or not the candidate catches the exception.
 
-This is defence in depth against an agent that edits `train.py` to win, not a sandbox: code that
-runs in the same process can, with enough effort, reach anything. The static scan closes the
-obvious doors (see `BANNED_*`), and the supervisor, which never runs candidate code, keeps the clock.
+Code that runs in the same process can, with enough effort, undo any of this; that is why it is the
+second line, not the first.
 """
 
 from __future__ import annotations
@@ -128,6 +123,13 @@ BANNED_MODULES = {
     "torch._C._functorch": "dispatch internals",
     "harness.context": "harness internals",
     "harness.evaluate": "harness internals",
+    "harness.scorer": "harness internals",
+    "harness.sandbox": "harness internals",
+    "harness.channel": "harness internals",
+    "harness.cuda_ipc": "harness internals",
+    "harness.modelproc": "harness internals",
+    "harness.compile_cache": "harness internals",
+    "harness.protocol": "harness internals",
     "harness.integrity": "harness internals",
     "harness.supervisor": "harness internals",
     "harness.worker": "harness internals",
@@ -330,140 +332,6 @@ def static_scan(source: str, filename: str = "train.py") -> list[str]:
     s = _Scanner()
     s.visit(tree)
     return s.problems
-
-
-# ------------------------------------------------------------------------------------------------
-# Identity snapshots
-# ------------------------------------------------------------------------------------------------
-
-# aten ops the evaluator's arithmetic goes through: a torch.library override of any of them changes
-# its dispatch table, which the snapshot compares as text.
-DISPATCH_OPS = (
-    "aten::_log_softmax", "aten::log_softmax.int", "aten::gather", "aten::sum", "aten::sum.dim_IntList",
-    "aten::index_select", "aten::narrow", "aten::sub.Tensor", "aten::abs", "aten::max", "aten::amax",
-    "aten::gt.Scalar", "aten::mul.Tensor", "aten::where.self", "aten::_to_copy", "aten::isfinite",
-    "aten::all", "aten::reshape", "aten::view", "aten::unsqueeze", "aten::squeeze.dim", "aten::ne.Tensor",
-    "aten::any", "aten::copy_", "aten::clone", "aten::masked_fill.Scalar", "aten::_local_scalar_dense",
-    "aten::randint.low", "aten::roll", "aten::cat", "aten::scatter.src", "aten::eq.Tensor",
-)  # fmt: skip
-
-
-def _module_items(mod) -> dict[str, object]:
-    return {k: v for k, v in vars(mod).items() if not (k.startswith("__") and k.endswith("__"))}
-
-
-def _harness_items() -> dict[str, object]:
-    """Every global of every loaded harness module, every method of its classes, every code object."""
-    out: dict[str, object] = {}
-    for name, mod in list(sys.modules.items()):
-        if mod is None or not (name == "harness" or name.startswith("harness.")):
-            continue
-        for k, v in _module_items(mod).items():
-            if isinstance(v, int | float | str | bool | bytes | type(None) | tuple | frozenset):
-                out[f"{name}.{k}"] = v  # constants: identity of the object, fine for interned ones too
-                continue
-            out[f"{name}.{k}"] = v
-            code = getattr(v, "__code__", None) if callable(v) and not isinstance(v, type) else None
-            if code is not None:
-                out[f"{name}.{k}.__code__"] = code
-            if isinstance(v, type) and getattr(v, "__module__", "") == name:
-                for mk, mv in vars(v).items():
-                    out[f"{name}.{k}.{mk}"] = mv
-                    fn = getattr(mv, "__func__", mv)
-                    c = getattr(fn, "__code__", None)
-                    if c is not None:
-                        out[f"{name}.{k}.{mk}.__code__"] = c
-    return out
-
-
-class Snapshot:
-    """Identities of everything the evaluator depends on, taken before train.py is imported."""
-
-    # harness module globals that legitimately change while a run goes on
-    MUTABLE = frozenset({"harness.data._HASH_MEMO"})
-
-    def __init__(self):
-        import builtins
-        import math
-        import random
-
-        import numpy as np
-        import torch
-        import torch.nn.functional as F
-
-        self.groups: dict[str, dict[str, object]] = {
-            "torch.nn.functional": _module_items(F),
-            "torch.Tensor": dict(vars(torch.Tensor)),
-            "torch._C.TensorBase": dict(vars(torch._C.TensorBase)),
-            "torch.nn.Module": dict(vars(torch.nn.Module)),
-            "torch": {
-                k: v for k, v in _module_items(torch).items() if callable(v) or isinstance(v, torch.dtype)
-            },
-            "torch._C._VariableFunctions": {
-                n: getattr(torch._C._VariableFunctions, n)
-                for n in dir(torch._C._VariableFunctions)
-                if not n.startswith("__")
-            },
-            "numpy": {k: v for k, v in _module_items(np).items() if callable(v)},
-            "math": _module_items(math),
-            "builtins": dict(vars(builtins)),
-            "random": {"SystemRandom": random.SystemRandom},
-            "os": {k: getattr(os, k) for k in ("urandom", "open", "read", "write", "fstat", "stat")},
-            "time": {},
-            "harness": _harness_items(),
-        }
-        import time as _time
-
-        self.groups["time"] = {k: getattr(_time, k) for k in ("monotonic", "perf_counter", "time")}
-        self.dispatch = {op: _dispatch_table(op) for op in DISPATCH_OPS}
-
-    def changes(self) -> list[str]:
-        """Names whose object is no longer the one recorded (or that disappeared, or that now shadow
-        a recorded torch.Tensor method), plus ops whose dispatch table changed."""
-        fresh = Snapshot.__new__(Snapshot)
-        Snapshot.__init__(fresh)
-        out = []
-        for group, before in self.groups.items():
-            after = fresh.groups[group]
-            for k, v in before.items():
-                full = k if group == "harness" else f"{group}.{k}"
-                if full in self.MUTABLE:
-                    continue
-                if k not in after:
-                    out.append(f"{full} was removed")
-                elif after[k] is not v:
-                    out.append(f"{full} was replaced")
-            if group in ("torch.Tensor", "torch._C.TensorBase"):
-                out += [f"{group}.{k} was added" for k in after if k not in before]
-        for op, table in self.dispatch.items():
-            if fresh.dispatch.get(op) != table:
-                out.append(f"the dispatch table of {op} was changed (a torch.library override)")
-        return out
-
-
-def _dispatch_table(op: str) -> str | None:
-    import torch
-
-    try:
-        return torch._C._dispatch_dump_table(op)
-    except RuntimeError:
-        return None  # an op this torch build does not have: nothing to compare
-
-
-def active_modes() -> list[str]:
-    """Torch function / dispatch modes or Python trace hooks active right now (there should be none)."""
-    import torch
-
-    out = []
-    if torch._C._len_torch_function_stack():
-        out.append("a torch function mode is active")
-    if torch._C._len_torch_dispatch_stack():
-        out.append("a torch dispatch mode is active")
-    if sys.gettrace() is not None:
-        out.append("a trace function is installed (sys.settrace)")
-    if sys.getprofile() is not None:
-        out.append("a profile function is installed (sys.setprofile)")
-    return out
 
 
 # ------------------------------------------------------------------------------------------------

@@ -16,12 +16,28 @@ from dataclasses import asdict, dataclass
 class Preset:
     name: str
     description: str
-    # The clock. Training time starts when train.py calls ctx.start_clock() (or when the start-up
-    # allowance runs out, whichever comes first) and ends when train() returns.
+    # The clock. Training time starts when train.py calls ctx.start_clock(), asks for its first
+    # batch, or when the start-up allowance runs out (whichever comes first) and ends when train()
+    # returns. It is measured on the preset's `clock`:
+    #   "cpu"  CPU seconds of the training sandbox's whole process tree (all threads and children,
+    #          exited ones too: a cgroup, else /proc), so another program on the machine does not
+    #          change how much training a candidate gets; a wall-clock hard deadline of
+    #          wall_multiple x budget still ends a run that sleeps, stalls or waits;
+    #   "wall" seconds on the harness's monotonic clock: for a dedicated GPU, whose work CPU time
+    #          does not measure (a process waiting on its kernels burns little CPU).
+    clock: str
     budget_seconds: float
-    startup_allowance_seconds: float  # process start, imports, model build, compile warm-up
-    grace_seconds: float  # after the budget: finish the step in flight and hand the model back
-    eval_timeout_seconds: float  # evaluation plus the causality probe, measured by the harness
+    startup_allowance_seconds: float  # wall seconds: process start, imports, model build, warm-up
+    grace_seconds: float  # after the budget, on the preset's clock: hand the model back, else timeout
+    eval_timeout_seconds: float  # wall seconds for scoring (both model processes), after training
+    # Intra-op threads of every sandboxed process (torch.set_num_threads, OMP, MKL), with
+    # OMP_WAIT_POLICY=PASSIVE. One on the CPU presets: measured (benchmarks/thread_policy.py) it buys
+    # 1.14 optimizer steps per CPU-second quiet and 1.14 with a core taken by a spinner, while two
+    # threads with OpenMP's default (spinning) wait buy 0.47: threads that spin at barriers burn CPU
+    # seconds without work, so under load a CPU-second would buy less. Two passive threads buy about
+    # the same per CPU-second (1.13 / 1.11) but more wall time per run is not what the clock counts.
+    threads: int
+    wall_multiple: float  # cpu clock: the training phase's wall deadline is this x budget
     # The data and the metric.
     seq_len: int
     vocab_size: int
@@ -42,10 +58,13 @@ PRESETS: dict[str, Preset] = {
         Preset(
             name="gpu",
             description="karpathy's setting: 300 s of training on one H100, sequence 2048, vocabulary 8192",
+            clock="wall",  # a dedicated GPU: CPU time does not measure GPU work
             budget_seconds=300.0,
             startup_allowance_seconds=90.0,
             grace_seconds=15.0,
-            eval_timeout_seconds=180.0,
+            eval_timeout_seconds=300.0,
+            threads=8,
+            wall_multiple=1.0,
             seq_len=2048,
             vocab_size=8192,
             eval_tokens=40 * 524288,  # about 21M tokens, as in autoresearch's prepare.py
@@ -57,12 +76,15 @@ PRESETS: dict[str, Preset] = {
         ),
         Preset(
             name="cpu",
-            description="a tiny GPT on two CPU cores: about a minute for the whole run once data is prepared",
+            description="a tiny GPT on CPU: 30 CPU-seconds of training on one thread, about a minute per run",
+            clock="cpu",
             budget_seconds=30.0,
-            startup_allowance_seconds=20.0,
+            startup_allowance_seconds=30.0,
             grace_seconds=5.0,
-            # ~4 s on a quiet 2-core machine; 52 s was seen with other test suites running.
-            eval_timeout_seconds=120.0,
+            # ~6 s on a quiet 2-core machine (two model processes); generous for a loaded one.
+            eval_timeout_seconds=180.0,
+            threads=1,
+            wall_multiple=4.0,
             seq_len=256,
             vocab_size=4096,
             eval_tokens=65536,
@@ -74,11 +96,14 @@ PRESETS: dict[str, Preset] = {
         ),
         Preset(
             name="tiny",
-            description="for tests: a few seconds of training, same data and tokenizer as cpu",
+            description="for tests: a few CPU-seconds of training, same data and tokenizer as cpu",
+            clock="cpu",
             budget_seconds=3.0,
-            startup_allowance_seconds=20.0,
+            startup_allowance_seconds=30.0,
             grace_seconds=5.0,
-            eval_timeout_seconds=60.0,
+            eval_timeout_seconds=90.0,
+            threads=1,
+            wall_multiple=10.0,
             seq_len=64,
             vocab_size=4096,
             eval_tokens=8192,
@@ -90,6 +115,27 @@ PRESETS: dict[str, Preset] = {
         ),
     ]
 }
+
+
+# Training that ends (train() returns) this far past the budget, on the preset's clock, is invalid:
+# max(OVERRUN_FLOOR_S, OVERRUN_FRACTION x budget). It covers the step in flight when the batches stop
+# and the harness's own bookkeeping: the repo's train.py on the cpu preset ended 0.2-0.8 CPU-seconds
+# past its budget (one optimizer step is about 0.9 CPU-seconds there), honest.py on tiny 0.01.
+OVERRUN_FLOOR_S = 2.0
+OVERRUN_FRACTION = 0.02
+# Handing the model back (state_dict() to safetensors) may take this much on the preset's clock,
+# plus HANDBACK_PER_GB per GB of weights; more is invalid (a candidate claiming it returned while it
+# kept training would spend it).
+HANDBACK_S = 2.0
+HANDBACK_PER_GB = 4.0
+
+
+def overrun_tolerance(p: Preset) -> float:
+    return max(OVERRUN_FLOOR_S, OVERRUN_FRACTION * p.budget_seconds)
+
+
+def handback_allowance(nbytes: int) -> float:
+    return HANDBACK_S + HANDBACK_PER_GB * nbytes / 1e9
 
 
 class UnknownPresetError(ValueError):

@@ -25,17 +25,38 @@ METRIC_KEYS = (
     "tokens_per_second", "train_tokens", "eval_tokens", "harness_sha256", "train_sha256",
     "data_fingerprint", "data_source", "preset", "seed", "device", "device_name", "torch_version",
     "python_version", "error", "log_tail",
+    "isolation", "isolation_version", "clock", "cpu_counter", "training_cpu_seconds", "training_wall_seconds",
 )  # fmt: skip
+
+# What `isolation` can be: "bwrap" (the candidate ran in bubblewrap sandboxes, the scorer outside
+# them) or "none" (plain processes and the in-process checks only: the harness could not create
+# namespaces here). A loop should not auto-merge an "isolation: none" result unless told to.
+ISOLATIONS = ("bwrap", "none")
+
+
+# Seconds the harness itself may spend around the deadlines below: hashing the inputs, starting and
+# killing sandboxes, writing metrics.
+HARNESS_OVERHEAD_S = 60.0
 
 
 def hard_deadline_seconds(preset_name: str) -> float:
-    """The longest a whole harness run can last by the harness's own deadlines (start-up allowance,
-    training, grace, evaluation). A caller adds its own margin (interpreter start, writing metrics)
-    and treats a harness still running after that as hung: an infrastructure failure."""
+    """The longest a whole harness run can last, in wall-clock seconds, by the harness's own
+    deadlines: start-up allowance, the training phase's wall deadline (budget x wall_multiple on a
+    CPU-time clock, budget + grace on the wall clock), evaluation, and the harness's own overhead.
+    A caller adds its own margin and treats a harness still running after that as hung: an
+    infrastructure failure."""
     from harness.presets import get_preset
 
     p = get_preset(preset_name)
-    return p.startup_allowance_seconds + p.budget_seconds + p.grace_seconds + p.eval_timeout_seconds
+    return (p.startup_allowance_seconds + training_wall_deadline_seconds(p) + p.eval_timeout_seconds
+            + HARNESS_OVERHEAD_S)  # fmt: skip
+
+
+def training_wall_deadline_seconds(preset) -> float:
+    """Wall seconds from clock start after which training is killed (timeout), whatever its clock."""
+    if preset.clock == "cpu":
+        return preset.budget_seconds * preset.wall_multiple + preset.grace_seconds
+    return preset.budget_seconds + preset.grace_seconds
 
 
 def exit_reason(returncode: int | None, *, timed_out: bool = False, seconds: float = 0.0) -> str:

@@ -1,18 +1,25 @@
-"""The parent process of a run: the clock, the deadlines and metrics.json. It never runs train.py.
+"""The trusted process of a run: inputs, the clock, the data, the scoring and metrics.json.
 
     python -m harness run TRAIN_FILE --preset NAME --out metrics.json [--seed N] [--device D]
 
-1. Resolve the preset (unknown: exit 2), open and verify the data cache (missing or corrupt: exit 3,
-   naming `python -m harness prepare`), hash the harness and train.py.
-2. Start the worker (harness/worker.py) in a new session, with an allowlisted environment (no
-   secrets), its output going to a log file, and an event pipe.
-3. Timestamp the worker's events with this process's monotonic clock and enforce the deadlines:
-   the clock starts at the worker's `clock_started` or when the start-up allowance runs out,
-   whichever is first; training must end by clock start + budget + grace; evaluation must end
-   within eval_timeout of `train_done`. Past a deadline the whole process group is SIGKILLed and the
-   status is "timeout". training_seconds = t(train_done) - t(clock start), on this clock.
-4. After the worker is gone: re-hash the harness and the validation files (a change: "invalid"),
-   write metrics.json atomically, print a summary line.
+It never runs a line of train.py. In order:
+
+1. Verify the inputs: the preset (unknown: exit 2), every data file (train.bin, val.bin,
+   token_bytes.npy, tokenizer.pkl) against the manifest's sha256 (a mismatch or a missing file:
+   exit 3, naming the file), the harness's own files hashed and recorded, train.py copied into a
+   private run directory and hashed there (what is hashed is what runs).
+2. Train (harness/worker.py) in a sandbox (harness/sandbox.py). This process keeps the clock and
+   serves the batches: it packs them (harness/dataloader.py, the order fixed by the seed) and sends
+   them only after the clock has started and only while the budget lasts. The clock starts at the
+   worker's `clock` or first batch request, or when the start-up allowance (wall clock) runs out;
+   it counts CPU seconds of the sandbox's whole tree on the cpu/tiny presets, wall seconds on gpu.
+   Training past budget + grace, or past the wall deadline, is killed: `timeout`. Training that ended
+   (train() returned) more than the overrun tolerance past the budget, or a hand-back (saving the
+   weights) longer than its allowance, is `invalid`. Then the whole sandbox is killed, before the
+   scoring starts: nothing the candidate started survives into evaluation or past the run.
+3. Score (harness/scorer.py): the weights file (opened O_NOFOLLOW, a regular file under a size
+   cap, a safetensors header parsed here) goes to two model sandboxes that return logits.
+4. Write metrics.json atomically and print a summary line.
 
 Exit codes: 0 a result (whatever its status), 2 usage, 3 infrastructure (metrics still written,
 status "infra_error"): the runner retries 3 and never charges the candidate for it.
@@ -21,79 +28,33 @@ status "infra_error"): the runner retries 3 and never charges the candidate for 
 from __future__ import annotations
 
 import contextlib
-import hmac
 import json
 import math
 import os
 import platform
-import secrets
-import select
-import signal
-import subprocess
+import shutil
+import stat
+import struct
 import sys
+import tempfile
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
-from harness.integrity import HARNESS_DIR, file_sha256, harness_sha256, scrub_env
-from harness.protocol import EXIT_INFRA, EXIT_RESULT, EXIT_USAGE, METRIC_KEYS, STATUSES
+from harness.integrity import HARNESS_DIR, file_sha256, harness_sha256, static_scan
+from harness.protocol import (
+    EXIT_INFRA,
+    EXIT_RESULT,
+    EXIT_USAGE,
+    METRIC_KEYS,
+    training_wall_deadline_seconds,
+)
 
-POLL_S = 0.2
-EXIT_WAIT_S = 10.0  # after the result: how long the worker may take to exit before it is killed
+POLL_S = 0.05
 LOG_TAIL_LINES = 40
-MAX_EVENT_BYTES = 1 << 20  # a line longer than this on the event pipe is tampering
-EVENT_ORDER = {"ready": 0, "clock_started": 1, "progress": 1, "train_done": 2, "result": 3}
-
-
-@dataclass
-class Deadlines:
-    """The deadline arithmetic, on the supervisor's monotonic clock (pure, unit-tested)."""
-
-    spawn: float
-    allowance: float
-    budget: float
-    grace: float
-    eval_timeout: float
-    clock_event: float | None = None  # when the worker said clock_started
-    train_done: float | None = None
-
-    @property
-    def implicit_start(self) -> float:
-        return self.spawn + self.allowance
-
-    def clock_start(self, now: float) -> float | None:
-        """When the training clock started, as of `now` (None: not yet)."""
-        if self.clock_event is not None:
-            return min(self.clock_event, self.implicit_start)
-        return self.implicit_start if now >= self.implicit_start else None
-
-    def next_deadline(self) -> tuple[float, str]:
-        """(time, which) of the deadline now in force."""
-        if self.train_done is None:
-            start = self.clock_event if self.clock_event is not None else self.implicit_start
-            return min(start, self.implicit_start) + self.budget + self.grace, "training"
-        return self.train_done + self.eval_timeout, "evaluation"
-
-    def training_seconds(self, now: float) -> float | None:
-        """Clock start to train_done (or to `now` while training is still going on)."""
-        end = self.train_done if self.train_done is not None else now
-        start = self.clock_start(end)
-        if start is None:
-            return 0.0  # train() returned before the clock ever started
-        return max(0.0, end - start)
-
-    def describe(self, which: str) -> str:
-        if which == "training":
-            how = (
-                "the worker's clock_started"
-                if self.clock_event is not None and self.clock_event <= self.implicit_start
-                else f"the start-up allowance of {self.allowance:g} s running out"
-            )
-            return (
-                f"timeout: training did not end by its deadline: the clock started at {how}, and the "
-                f"budget of {self.budget:g} s plus {self.grace:g} s grace ran out"
-            )
-        return f"timeout: evaluation did not finish within {self.eval_timeout:g} s of the end of training"
+MAX_BATCH_TOKENS = 1 << 22  # one batch request may ask for at most this many tokens
+MAX_WEIGHTS_BYTES = 8 << 30
+WORKER_INSIDE_TRAIN = "/opt/autoresearch/candidate/train.py"
+CANDIDATE_STATUSES = ("crash", "nan", "invalid")  # what a sandbox may report about itself
 
 
 def blank_metrics(preset: str | None, seed: int | None) -> dict:
@@ -111,17 +72,7 @@ def write_metrics(out: Path, metrics: dict) -> None:
     os.replace(tmp, out)
 
 
-def worker_env(base: dict | None = None) -> dict:
-    """The worker's environment: the allowlisted part of ours, with this harness first on PYTHONPATH."""
-    env = scrub_env(os.environ if base is None else base)
-    root = str(HARNESS_DIR.parent)
-    parts = [root] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p and p != root]
-    env["PYTHONPATH"] = os.pathsep.join(parts)
-    env["PYTHONUNBUFFERED"] = "1"
-    return env
-
-
-def _tail_lines(path: Path, n: int = LOG_TAIL_LINES) -> str:
+def tail_lines(path: Path, n: int = LOG_TAIL_LINES) -> str:
     try:
         with open(path, "rb") as f:
             f.seek(0, os.SEEK_END)
@@ -133,88 +84,89 @@ def _tail_lines(path: Path, n: int = LOG_TAIL_LINES) -> str:
     return "\n".join(text.splitlines()[-n:])
 
 
-def _killpg(pid: int) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pid, signal.SIGKILL)
+def inprocess_enabled() -> bool:
+    from harness.sandbox import ENV_INPROCESS_OFF
+
+    return os.environ.get(ENV_INPROCESS_OFF) != "1"
 
 
-class _Run:
-    """One supervised worker: the event loop and what it learned."""
+def read_weights(path: Path) -> tuple[int, int]:
+    """(size, number of parameters) of a safetensors file written by the sandbox, read defensively:
+    no symlink, a regular file, under the size cap, a well-formed header. Raises ValueError."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise ValueError("the weights are not a regular file")
+        if st.st_size > MAX_WEIGHTS_BYTES:
+            raise ValueError(f"the weights file has {st.st_size} bytes, over the cap of {MAX_WEIGHTS_BYTES}")
+        head = os.pread(fd, 8, 0)
+        if len(head) != 8:
+            raise ValueError("the weights file is truncated")
+        (n,) = struct.unpack("<Q", head)
+        if n > min(st.st_size - 8, 100 << 20):
+            raise ValueError("the weights file's header is malformed")
+        header = json.loads(os.pread(fd, n, 8))
+        params = 0
+        for k, v in header.items():
+            if k == "__metadata__":
+                continue
+            params += math.prod(int(d) for d in v["shape"])
+        return st.st_size, params
+    finally:
+        os.close(fd)
 
-    def __init__(
-        self, proc: subprocess.Popen, rfd: int, dl: Deadlines, log_path: Path, echo: bool, nonce: str
-    ):
-        self.proc, self.rfd, self.dl, self.log_path, self.echo = proc, rfd, dl, log_path, echo
-        self.nonce = nonce
-        self.buf = b""
-        self.eof = False
-        self.events: dict[str, float] = {}
+
+class Clock:
+    """The training clock, on the supervisor's side: started once, read on the preset's clock."""
+
+    def __init__(self, preset, counter, spawn: float):
+        self.preset, self.counter, self.spawn = preset, counter, spawn
+        self.wall0: float | None = None
+        self.cpu0: float | None = None
+        self.implicit = False
+
+    def start(self, now: float, implicit: bool = False) -> None:
+        if self.wall0 is None:
+            self.wall0, self.cpu0, self.implicit = now, self.counter.read(), implicit
+
+    def maybe_start(self, now: float) -> None:
+        if self.wall0 is None and now >= self.spawn + self.preset.startup_allowance_seconds:
+            self.start(now, implicit=True)
+
+    def cpu(self) -> float:
+        return 0.0 if self.cpu0 is None else max(0.0, self.counter.read() - self.cpu0)
+
+    def wall(self, now: float) -> float:
+        return 0.0 if self.wall0 is None else max(0.0, now - self.wall0)
+
+    def used(self, now: float) -> float:
+        return self.cpu() if self.preset.clock == "cpu" else self.wall(now)
+
+
+class Training:
+    """The training sandbox and what it did, driven by the event loop in `loop`."""
+
+    def __init__(self, sp, chan, clock: Clock, preset, loaders, log_path: Path, echo: bool):
+        self.sp, self.chan, self.clock, self.preset, self.loaders = sp, chan, clock, preset, loaders
+        self.log_path, self.echo = log_path, echo
         self.ready: dict | None = None
-        self.result: dict | None = None
+        self.returned: tuple[float, float, float] | None = None  # (used, cpu, wall) at "returned"
+        self.done: tuple[float, float, float] | None = None
+        self.returned_msg: dict = {}
+        self.failure: tuple[str, str] | None = None
         self.infra: str | None = None
-        self.tamper: list[str] = []
-        self.progress: dict = {}
         self.timeout: str | None = None
-        self.rusage = None
-        self.wait_status: int | None = None
+        self.progress: dict = {}
+        self.served_tokens = 0
+        self.batches = 0
+        self.stopped = False
         self._log_pos = 0
-        self._last_order = -1
 
-    # -- events -----------------------------------------------------------------------------------
+    def mark(self, now: float) -> tuple[float, float, float]:
+        return self.clock.used(now), self.clock.cpu(), self.clock.wall(now)
 
-    def _on_line(self, line: bytes, now: float) -> None:
-        try:
-            ev = json.loads(line)
-            name = ev["event"]
-        except (ValueError, KeyError, TypeError):
-            self.tamper.append("a malformed line on the harness's event pipe")
-            return
-        if not hmac.compare_digest(str(ev.pop("n", "")), self.nonce):
-            self.tamper.append(f"a forged {name!r} event on the harness's event pipe")
-            return
-        if name == "infra_error" and self.ready is None:
-            self.infra = str(ev.get("error"))
-            return
-        if name not in EVENT_ORDER:
-            self.tamper.append(f"an unexpected event {name!r} on the harness's event pipe")
-            return
-        order = EVENT_ORDER[name]
-        if (name != "progress" and name in self.events) or order < self._last_order:
-            self.tamper.append(f"event {name!r} out of order or repeated on the harness's event pipe")
-            return
-        self._last_order = max(self._last_order, order)
-        if name == "progress":
-            self.progress = ev
-            return
-        self.events[name] = now
-        if name == "ready":
-            self.ready = ev
-        elif name == "clock_started":
-            self.dl.clock_event = now
-        elif name == "train_done":
-            self.dl.train_done = now
-            self.progress.update(ev)
-        elif name == "result":
-            self.result = ev
-
-    def _read_events(self, now: float) -> None:
-        try:
-            chunk = os.read(self.rfd, 65536)
-        except BlockingIOError:
-            return
-        if not chunk:
-            self.eof = True
-            return
-        self.buf += chunk
-        while b"\n" in self.buf:
-            line, self.buf = self.buf.split(b"\n", 1)
-            if line.strip():
-                self._on_line(line, now)
-        if len(self.buf) > MAX_EVENT_BYTES:
-            self.tamper.append("an oversized line on the harness's event pipe")
-            self.buf = b""
-
-    def _echo_log(self) -> None:
+    def echo_log(self) -> None:
         if not self.echo:
             return
         try:
@@ -228,54 +180,140 @@ class _Run:
             sys.stdout.buffer.write(data)
             sys.stdout.flush()
 
-    def _reap(self, block: bool = False) -> bool:
-        """Collect the worker's exit status and resource usage (ru_maxrss) once it has exited."""
-        try:
-            pid, status, rusage = os.wait4(self.proc.pid, 0 if block else os.WNOHANG)
-        except ChildProcessError:
-            return True
-        if pid == 0:
-            return False
-        self.wait_status, self.rusage = status, rusage
-        self.proc.returncode = os.waitstatus_to_exitcode(status)
-        return True
+    def handle(self, msg: dict, payload: bytes, now: float) -> bool:
+        """One message from the worker; True when the training phase is over."""
+        from harness.channel import ProtocolError
 
-    # -- the loop ---------------------------------------------------------------------------------
+        op = msg.get("op")
+        p = self.preset
+        if op == "ready" and self.ready is None:
+            self.ready = msg
+        elif op == "clock":
+            self.clock.start(now)
+            self.chan.send({"op": "clock", "used": self.clock.used(now), "started": True})
+        elif op == "batch":
+            b, t = msg.get("b"), msg.get("t")
+            if not (
+                isinstance(b, int)
+                and isinstance(t, int)
+                and 1 <= t <= p.seq_len
+                and b >= 1
+                and b * (t + 1) <= MAX_BATCH_TOKENS
+            ):
+                raise ProtocolError(f"a batch request of shape {b} x {t}")
+            self.clock.start(now)
+            used = self.clock.used(now)
+            if used >= p.budget_seconds or self.returned is not None:
+                self.stopped = True
+                self.chan.send({"op": "stop", "used": used, "started": True})
+            else:
+                rows = self.loaders.rows(b, t)
+                self.served_tokens += b * t
+                self.batches += 1
+                self.chan.send({"op": "batch", "used": used, "started": True}, rows.astype("<u2").tobytes())
+        elif op == "log":
+            self.progress = {k: msg.get(k) for k in ("step", "loss", "tokens")}
+        elif op == "returned" and self.returned is None:
+            self.returned = self.mark(now)
+            self.returned_msg = msg
+        elif op == "done":
+            self.done = self.mark(now)
+            if self.returned is None:
+                self.returned = self.done
+            return True
+        elif op == "fail":
+            status = msg.get("status") if msg.get("status") in CANDIDATE_STATUSES else "invalid"
+            self.failure = (status, str(msg.get("error"))[:8000])
+            return True
+        elif op == "infra" and self.ready is None:
+            self.infra = str(msg.get("error"))[:2000]
+            return True
+        else:
+            raise ProtocolError(f"an unexpected message {op!r}")
+        return False
+
+    def deadline(self, now: float) -> str | None:
+        p, c = self.preset, self.clock
+        if c.wall0 is None:
+            return None
+        used = c.used(now)
+        if used > p.budget_seconds + p.grace_seconds:
+            what = "hand the model back" if self.returned else "end training"
+            return (
+                f"timeout: the training did not {what} by budget + grace: {used:.1f} of "
+                f"{p.budget_seconds:g} + {p.grace_seconds:g} {p.clock}-seconds used"
+            )
+        wall = c.wall(now)
+        limit = training_wall_deadline_seconds(p)
+        if wall > limit:
+            return (
+                f"timeout: the training phase ran {wall:.1f} wall-clock seconds, past its hard deadline of "
+                f"{limit:g} s (it stalled, slept or waited: {used:.1f} {p.clock}-seconds used)"
+            )
+        return None
 
     def loop(self) -> None:
+        from harness.channel import ChannelClosed, ProtocolError
+
         while True:
             now = time.monotonic()
-            if self.result is not None:
-                deadline, which = self.events["result"] + EXIT_WAIT_S, "exit"
-            else:
-                deadline, which = self.dl.next_deadline()
-            if now >= deadline:
-                if which != "exit":
-                    self.timeout = self.dl.describe(which)
-                _killpg(self.proc.pid)
-                self._reap(block=True)
-                self._drain(time.monotonic())
-                break
-            wait = max(0.0, min(POLL_S, deadline - now))
-            if not self.eof:
-                r, _, _ = select.select([self.rfd], [], [], wait)
-                if r:
-                    self._read_events(time.monotonic())
-            else:
-                time.sleep(wait)
-            self._echo_log()
-            if self._reap():
-                self._drain(time.monotonic())
-                break
-        _killpg(self.proc.pid)  # whatever train.py may have started in the worker's session
-        self._echo_log()
+            self.clock.maybe_start(now)
+            why = self.deadline(now)
+            if why:
+                self.timeout = why
+                return
+            try:
+                got = self.chan.recv(timeout=POLL_S)
+            except ChannelClosed:
+                return
+            except ProtocolError as e:
+                self.failure = ("invalid", f"invalid: the training process broke the harness's protocol: {e}")
+                return
+            self.echo_log()
+            if got is not None:
+                try:
+                    if self.handle(got[0], got[1], time.monotonic()):
+                        return
+                except ProtocolError as e:
+                    self.failure = (
+                        "invalid",
+                        f"invalid: the training process broke the harness's protocol: {e}",
+                    )
+                    return
+            elif self.sp.poll() is not None:
+                with contextlib.suppress(Exception):  # the last messages it wrote before exiting
+                    while (got := self.chan.recv(timeout=0)) is not None:
+                        if self.handle(got[0], got[1], time.monotonic()):
+                            return
+                return
 
-    def _drain(self, now: float) -> None:
-        while not self.eof:
-            r, _, _ = select.select([self.rfd], [], [], 0)
-            if not r:
-                break
-            self._read_events(now)
+
+class Loaders:
+    """The training batches: one packed stream per (batch, seq_len) shape, fixed by the seed."""
+
+    def __init__(self, data, seed: int):
+        from harness.dataloader import piece_starts
+
+        self.tokens = data.train_tokens()
+        self.bos = data.bos_id
+        self.seed = seed
+        self.starts = piece_starts(self.tokens, self.bos)
+        self.by_shape: dict = {}
+
+    def rows(self, b: int, t: int):
+        from harness.dataloader import PackedLoader
+
+        key = (b, t)
+        if key not in self.by_shape:
+            self.by_shape[key] = PackedLoader(self.tokens, self.bos, b, t, seed=self.seed, starts=self.starts)
+        return self.by_shape[key].next_rows()
+
+
+def protected_paths(data, preset) -> list[str]:
+    """What the in-process layer forbids opening (only reachable at all without the sandbox)."""
+    paths = {str(p) for p in data.protected_paths()}
+    paths.add(str(data.val_path))
+    return sorted(paths)
 
 
 def run(
@@ -290,34 +328,55 @@ def run(
 ) -> int:
     """Run one training + evaluation of `train_file` and write `out`. Returns the exit code."""
     t_begin = time.monotonic()
-    out = Path(out)
-    log_path = Path(log_path) if log_path else out.with_suffix(".log")
+    out = Path(out).resolve()
+    log_path = Path(log_path).resolve() if log_path else out.with_suffix(".log")
+    from harness import compile_cache
     from harness.data import CacheError, load_prepared, prepare_command
-    from harness.presets import UnknownPresetError, get_preset
+    from harness.presets import UnknownPresetError, get_preset, handback_allowance, overrun_tolerance
+    from harness.sandbox import (
+        INSIDE_ROOT,
+        INSTALL_HINT,
+        NOBODY,
+        Sandbox,
+        cpu_counter,
+        kill_descendants,
+        set_subreaper,
+    )
 
     metrics = blank_metrics(preset_name, seed)
+    run_dir: Path | None = None
 
     def finish(code: int, **fields) -> int:
         metrics.update(fields)
+        if metrics.get("status") != "ok":
+            metrics["val_bpb"] = None
         metrics["total_seconds"] = round(time.monotonic() - t_begin, 3)
         write_metrics(out, metrics)
         _summary(metrics)
+        if run_dir is not None:
+            shutil.rmtree(run_dir, ignore_errors=True)
         return code
 
+    # -- 1. the inputs -----------------------------------------------------------------------------
     try:
         preset = get_preset(preset_name)
     except UnknownPresetError as e:
         print(f"harness: {e}", file=sys.stderr)
         return finish(EXIT_USAGE, status="infra_error", error=f"usage: {e}")
-    train_path = Path(train_file).resolve()
-    if not train_path.is_file():
+    src = Path(train_file)
+    if not src.is_file():
         print(f"harness: no such train file: {train_file}", file=sys.stderr)
         return finish(EXIT_USAGE, status="infra_error", error=f"usage: no such train file: {train_file}")
-    metrics["device"] = device or preset.device
+    dev = device or preset.device
+    if dev == "auto":
+        dev = "cuda" if Path("/dev/nvidia0").exists() else "cpu"
+    metrics.update(device=dev, clock=preset.clock, pycache_prefix=sys.pycache_prefix)
     metrics["harness_sha256"] = h_before = harness_sha256()
-    metrics["train_sha256"] = file_sha256(train_path)
     try:
-        data = load_prepared(preset, verify=True)
+        data = load_prepared(preset)
+        t0 = time.monotonic()
+        data.verify("all")
+        metrics["verify_seconds"] = round(time.monotonic() - t0, 3)
     except CacheError as e:
         print(f"harness: {e}", file=sys.stderr)
         return finish(EXIT_INFRA, status="infra_error", error=f"infra: {e}")
@@ -327,120 +386,263 @@ def run(
         return finish(EXIT_INFRA, status="infra_error", error=f"infra: {msg}")
     metrics["data_fingerprint"] = data.fingerprint
     metrics["data_source"] = data.source
-    val_hashes = {n: data.manifest["files"][n]["sha256"] for n in ("val.bin", "token_bytes.npy")}
 
-    # -- the worker ------------------------------------------------------------------------------
-    rfd, wfd = os.pipe()
-    os.set_blocking(rfd, False)
-    spawn = time.monotonic()
-    nonce = secrets.token_hex(16)
-    spec = {
-        "train_file": str(train_path), "preset": preset.name, "seed": int(seed), "device": device,
-        "event_fd": wfd, "spawn_time": spawn, "data_dir": str(data.dir), "nonce": nonce,
-    }  # fmt: skip
+    run_dir = Path(tempfile.mkdtemp(prefix="autoresearch-run-"))
+    os.chmod(run_dir, 0o711)  # the sandboxed uid may reach what it is given here, list nothing
+    cand_dir = run_dir / "candidate"
+    cand_dir.mkdir(mode=0o755)
+    train_path = cand_dir / "train.py"
+    shutil.copyfile(src, train_path)
+    os.chmod(train_path, 0o444)
+    metrics["train_sha256"] = file_sha256(train_path)
+    set_subreaper()
+    sandbox = Sandbox(HARNESS_DIR, run_dir, hide=[p for p in data.protected_paths() if Path(p).is_dir()])
+    metrics["isolation"] = sandbox.isolation
+    metrics["isolation_version"] = sandbox.version
+    if sandbox.isolation == "none":
+        print(
+            f"harness: isolation none: candidate code runs as plain processes with in-process checks only "
+            f"({sandbox.detail}); to sandbox it, {INSTALL_HINT}",
+            file=sys.stderr,
+            flush=True,
+        )
+    inproc = inprocess_enabled()
+    metrics["inprocess_checks"] = inproc
+    if inproc:
+        from harness.integrity import CONTRACT
+
+        problems = static_scan(train_path.read_text(encoding="utf-8", errors="replace"), str(src))
+        if problems:
+            more = "".join(f"\n  {p}" for p in problems[1:8])
+            return finish(
+                EXIT_RESULT,
+                status="invalid",
+                error=f"invalid: {problems[0]}{more}\nThe contract: {CONTRACT}.",
+            )
+
+    locked = [str(HARNESS_DIR), str(data.dir.parent.parent), INSIDE_ROOT]
+    inproc_spec = {
+        "inprocess": inproc,
+        "protected": protected_paths(data, preset) if inproc else [],
+        "locked": locked if inproc else [],
+    }
+
+    # -- 2. training ---------------------------------------------------------------------------------
+    from harness.channel import Channel
+
+    counter = cpu_counter()
+    metrics["cpu_counter"] = counter.kind
+    chan, child = Channel.pair(max_payload=1 << 12)
+    scratch = sandbox.private_dir("train")
+    owner = (NOBODY, NOBODY) if sandbox.root_drop else None
+    metrics["compile_cache_seeded_bytes"] = compile_cache.seed(scratch, metrics["train_sha256"], owner)
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(log_path, "wb") as logf:
-        try:
-            proc = subprocess.Popen(
-                [sys.executable, "-P", "-m", "harness.worker"],
-                stdin=subprocess.PIPE, stdout=logf, stderr=subprocess.STDOUT, pass_fds=(wfd,),
-                env=worker_env(), start_new_session=True, close_fds=True,
-            )  # fmt: skip
-        except OSError as e:
-            os.close(rfd)
-            os.close(wfd)
-            return finish(EXIT_INFRA, status="infra_error", error=f"infra: could not start the worker: {e}")
-    os.close(wfd)
+    bw = sandbox.isolation == "bwrap"
     try:
-        proc.stdin.write((json.dumps(spec) + "\n").encode())
-        proc.stdin.close()
-    except OSError:
-        pass  # the worker died at once: the loop below sees it exit without a `ready`
-    dl = Deadlines(spawn, preset.startup_allowance_seconds, preset.budget_seconds, preset.grace_seconds,
-                   preset.eval_timeout_seconds)  # fmt: skip
-    r = _Run(proc, rfd, dl, log_path, echo, nonce)
+        with open(log_path, "wb") as logf:
+            sp = sandbox.popen(
+                "harness.worker",
+                scratch=scratch,
+                ro_files={WORKER_INSIDE_TRAIN: train_path},
+                threads=preset.threads,
+                cuda=dev.startswith("cuda"),
+                pass_fds=(child.fileno(),),
+                log=logf,
+                cgroup=counter if counter.kind.startswith("cgroup") else None,
+                extra_env={"AUTORESEARCH_FD": str(child.fileno())},
+            )
+    except OSError as e:
+        counter.close()
+        return finish(
+            EXIT_INFRA, status="infra_error", error=f"infra: could not start the training sandbox: {e}"
+        )
+    spawn = time.monotonic()
+    child.close()
+    chan.send(
+        {
+            "op": "spec",
+            "preset": preset.name,
+            "seed": int(seed),
+            "device": dev,
+            "bos_id": data.bos_id,
+            "threads": preset.threads,
+            "train_file": WORKER_INSIDE_TRAIN if bw else str(train_path),
+            **inproc_spec,
+        }
+    )
+    loaders = Loaders(data, int(seed))  # packed here, while the worker imports torch
+    clock = Clock(preset, counter, spawn)
+    tr = Training(sp, chan, clock, preset, loaders, log_path, echo)
     try:
-        r.loop()
+        tr.loop()
+        end = time.monotonic()
+        final_used, final_cpu, final_wall = tr.mark(end)
     finally:
-        _killpg(proc.pid)
-        os.close(rfd)
-    end = time.monotonic()
+        sp.kill()
+        with contextlib.suppress(Exception):
+            sp.proc.wait(timeout=10)
+        if hasattr(counter, "kill_all"):
+            counter.kill_all()
+        left = kill_descendants()
+        chan.close()
+    tr.echo_log()
+    metrics["leftover_processes_killed"] = left
+    if hasattr(counter, "close"):
+        counter.close()
+    import resource
 
-    # -- what happened ---------------------------------------------------------------------------
-    tail = _tail_lines(log_path)
-    res = r.result or {}
+    maxrss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+
+    tail = tail_lines(log_path)
     metrics["log_path"] = str(log_path)
     metrics["log_tail"] = tail
-    if r.ready:
-        v = r.ready.get("versions") or {}
-        dev = r.ready.get("device")
-        metrics.update(torch_version=v.get("torch"), numpy_version=v.get("numpy"), cuda_version=v.get("cuda"),
-                       device=dev, gpu_name=r.ready.get("gpu_name"))  # fmt: skip
-        metrics["device_name"] = r.ready.get("gpu_name") if str(dev).startswith("cuda") else _cpu_name()
-    start = dl.clock_start(end)
-    if dl.train_done is not None:
-        metrics["training_seconds"] = round(dl.training_seconds(end), 3)
-    elif start is not None:  # killed or crashed while training: the time it had
-        metrics["training_seconds"] = round(end - start, 3)
-    code = EXIT_RESULT
-    if r.infra is not None or (r.ready is None and r.timeout is None):
-        why = r.infra or f"the worker exited before the harness was set up (exit {proc.returncode})\n{tail}"
-        status, error, code = "infra_error", f"infra: {why}", EXIT_INFRA
-    elif r.tamper:
-        status, error = "invalid", f"invalid: {r.tamper[0]} (train.py may not use the harness's channels)"
-    elif r.timeout is not None:
-        status, error = "timeout", f"{r.timeout}; the process group was killed\n{tail}"
-    elif r.result is not None:
-        status, error = res.get("status"), res.get("error")
-        if status not in STATUSES:
-            status, error = "invalid", f"invalid: the worker reported an unknown status {status!r}"
-        if status == "infra_error":
-            code = EXIT_INFRA
-    else:
-        rc = proc.returncode
-        how = f"was killed by signal {-rc}" if rc is not None and rc < 0 else f"exited with code {rc}"
-        hint = " (SIGKILL: possibly out of memory)" if rc == -signal.SIGKILL else ""
-        status, error = "crash", f"crash: the training process {how}{hint} without a result\n{tail}"
-
-    # -- checks that need no trust in the worker ----------------------------------------------------
-    if harness_sha256() != h_before:
-        status, error, code = "invalid", "invalid: the harness files changed during the run", EXIT_RESULT
-    changed = [n for n, h in val_hashes.items() if not _same_hash(data.dir / n, h)]
-    if changed:
-        status, error, code = "invalid", f"invalid: {', '.join(changed)} changed during the run", EXIT_RESULT
-
-    copied = (
-        "val_bpb", "val_loss", "num_params", "flops_per_token", "eval_tokens", "eval_bytes", "eval_batches",
-        "probe", "flops_note", "last_train_loss", "violations", "foreign_audit_hooks",
-    )  # fmt: skip
-    for k in copied:
-        if k in res:
-            metrics[k] = res[k]
-    if status != "ok":
-        metrics["val_bpb"] = None
-    if "num_steps" in res:
-        metrics["num_steps"] = res["num_steps"]
-    elif "steps" in r.progress:
-        metrics["num_steps"] = r.progress["steps"]
-    elif "step" in r.progress:
-        metrics["num_steps"] = r.progress["step"] + 1  # a progress event carries the 0-based step
-    tokens = res.get("train_tokens", r.progress.get("tokens"))
-    metrics["train_tokens"] = tokens
+    if tr.ready:
+        v = tr.ready.get("versions") or {}
+        metrics.update(
+            torch_version=v.get("torch"),
+            numpy_version=v.get("numpy"),
+            cuda_version=v.get("cuda"),
+            gpu_name=tr.ready.get("gpu_name"),
+            threads=tr.ready.get("threads"),
+        )
+        metrics["device_name"] = tr.ready.get("gpu_name") if dev.startswith("cuda") else _cpu_name()
+    if clock.wall0 is not None:
+        metrics["startup_seconds"] = round(clock.wall0 - spawn, 3)
+        metrics["clock_start"] = "allowance ran out" if clock.implicit else "train.py"
+    ret = tr.returned or (final_used, final_cpu, final_wall)
+    metrics["training_seconds"] = round(ret[0], 3)
+    metrics["training_cpu_seconds"] = round(ret[1], 3)
+    metrics["training_wall_seconds"] = round(ret[2], 3)
+    if tr.done:
+        metrics["handback_seconds"] = round(tr.done[0] - tr.returned[0], 3)
+    rm = tr.returned_msg
+    metrics["num_steps"] = (
+        rm.get("steps")
+        if isinstance(rm.get("steps"), int)
+        else ((tr.progress.get("step") + 1) if isinstance(tr.progress.get("step"), int) else None)
+    )
+    metrics["train_tokens"] = tr.served_tokens  # what the harness served, not what train.py claims
+    metrics["train_batches"] = tr.batches
+    metrics["last_train_loss"] = rm.get("last_loss", tr.progress.get("loss"))
     ts = metrics["training_seconds"]
-    metrics["tokens_per_second"] = round(tokens / ts, 1) if tokens and ts else None
-    metrics["peak_memory_mb"] = res.get("peak_memory_mb")
-    if metrics["peak_memory_mb"] is None and r.rusage is not None:
-        metrics["peak_memory_mb"] = round(r.rusage.ru_maxrss / 1024, 1)  # the worker's own, from wait4
-    _mfu(metrics, res)
+    metrics["tokens_per_second"] = round(tr.served_tokens / ts, 1) if tr.served_tokens and ts else None
+    peak = rm.get("peak_memory_mb")
+    metrics["peak_memory_mb"] = round(peak, 1) if isinstance(peak, int | float) else round(maxrss, 1)
     metrics["deadlines"] = {
-        "startup_allowance_s": preset.startup_allowance_seconds, "budget_s": preset.budget_seconds,
-        "grace_s": preset.grace_seconds, "eval_timeout_s": preset.eval_timeout_seconds,
-    }  # fmt: skip
-    if "ready" in r.events and start is not None:
-        metrics["startup_seconds"] = round(start - spawn, 3)  # what the start-up allowance bounds
-    if "result" in r.events and dl.train_done is not None:
-        metrics["eval_seconds"] = round(r.events["result"] - dl.train_done, 3)
-    return finish(code, status=status, error=error)
+        "clock": preset.clock,
+        "startup_allowance_s": preset.startup_allowance_seconds,
+        "budget_s": preset.budget_seconds,
+        "overrun_tolerance_s": overrun_tolerance(preset),
+        "grace_s": preset.grace_seconds,
+        "training_wall_deadline_s": training_wall_deadline_seconds(preset),
+        "eval_timeout_s": preset.eval_timeout_seconds,
+    }
+
+    if tr.infra is not None or (tr.ready is None and tr.timeout is None and tr.failure is None):
+        why = (
+            tr.infra
+            or f"the training sandbox exited before the harness was set up (exit {sp.poll()})\n{tail}"
+        )
+        return finish(EXIT_INFRA, status="infra_error", error=f"infra: {why}")
+    if tr.timeout is not None:
+        return finish(EXIT_RESULT, status="timeout", error=f"{tr.timeout}; the sandbox was killed\n{tail}")
+    if tr.failure is not None:
+        return finish(EXIT_RESULT, status=tr.failure[0], error=tr.failure[1])
+    if tr.done is None:
+        rc = sp.poll()
+        how = f"was killed by signal {-rc}" if rc is not None and rc < 0 else f"exited with code {rc}"
+        return finish(
+            EXIT_RESULT,
+            status="crash",
+            error=f"crash: the training process {how} without handing a model back\n{tail}",
+        )
+    tol = overrun_tolerance(preset)
+    if tr.returned[0] > preset.budget_seconds + tol:
+        return finish(
+            EXIT_RESULT,
+            status="invalid",
+            error=(
+                f"invalid: training went on past the budget: train() returned after {tr.returned[0]:.2f} "
+                f"{preset.clock}-seconds, budget {preset.budget_seconds:g} + tolerance {tol:g}"
+            ),
+        )
+    weights = scratch / "weights.safetensors"
+    try:
+        size, params = read_weights(weights)
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        return finish(EXIT_RESULT, status="invalid", error=f"invalid: the trained weights are unusable: {e}")
+    metrics["num_params"] = params
+    metrics["weights_bytes"] = size
+    allowance = handback_allowance(size)
+    if tr.done[0] - tr.returned[0] > allowance:
+        return finish(
+            EXIT_RESULT,
+            status="invalid",
+            error=(
+                f"invalid: handing the model back took {tr.done[0] - tr.returned[0]:.2f} "
+                f"{preset.clock}-seconds, over the allowance of {allowance:.2f} for {size} bytes of "
+                "weights (training may not go on after train() returns)"
+            ),
+        )
+    model_path = run_dir / "weights.safetensors"
+    shutil.copyfile(weights, model_path)  # our copy: nothing of the sandbox is alive to change it now
+    metrics["compile_cache_kept_bytes"] = compile_cache.keep(scratch, metrics["train_sha256"])
+    shutil.rmtree(scratch, ignore_errors=True)
+
+    # -- 3. scoring ----------------------------------------------------------------------------------
+    from harness.scorer import ScoreFailure, score
+
+    try:
+        res = score(
+            sandbox=sandbox,
+            data=data,
+            preset=preset,
+            device=dev,
+            seed=int(seed),
+            weights=model_path,
+            train_file=train_path,
+            run_dir=run_dir,
+            inprocess=inproc_spec,
+            compile_seed=metrics["train_sha256"],
+        )
+    except ScoreFailure as e:
+        kill_descendants()
+        return finish(EXIT_RESULT, status=e.status, error=e.error)
+    except Exception as e:  # the scorer's own failure: never the candidate's
+        kill_descendants()
+        import traceback
+
+        return finish(
+            EXIT_INFRA,
+            status="infra_error",
+            error=f"infra: the scorer failed: {type(e).__name__}: {e}\n{traceback.format_exc()[-3000:]}",
+        )
+    metrics["leftover_processes_killed"] += kill_descendants()
+    for k in (
+        "val_bpb",
+        "val_loss",
+        "eval_tokens",
+        "eval_bytes",
+        "eval_rows",
+        "eval_seconds",
+        "eval_startup_seconds",
+        "eval_transport",
+        "flops_per_token",
+        "probe",
+    ):
+        metrics[k] = res.get(k)
+    _mfu(metrics)
+
+    # -- checks that need no trust in anything the candidate touched ----------------------------------
+    if harness_sha256() != h_before:
+        return finish(
+            EXIT_RESULT, status="invalid", error="invalid: the harness files changed during the run"
+        )
+    try:
+        data.verify(["val.bin", "token_bytes.npy", "train.bin", "tokenizer.pkl"], fresh=True)
+    except CacheError as e:
+        return finish(EXIT_RESULT, status="invalid", error=f"invalid: the data changed during the run: {e}")
+    return finish(EXIT_RESULT, status="ok", error=None)
 
 
 def _cpu_name() -> str:
@@ -454,28 +656,25 @@ def _cpu_name() -> str:
     return f"{platform.processor() or platform.machine()} ({os.cpu_count()} cores)"
 
 
-def _same_hash(path: Path, expected: str) -> bool:
-    try:
-        return file_sha256(path) == expected
-    except OSError:
-        return False
-
-
-def _mfu(metrics: dict, res: dict) -> None:
+def _mfu(metrics: dict) -> None:
     from harness.mfu import mfu_percent, peak_flops
 
     dev = metrics.get("device") or "cpu"
     name = metrics.get("gpu_name") if str(dev).startswith("cuda") else "cpu"
     peak, source = peak_flops(name)
-    metrics["flops_per_token"] = res.get("flops_per_token")
     metrics["mfu_peak_flops"] = peak
     metrics["mfu_peak_source"] = source if peak else None
     mfu = mfu_percent(
-        metrics["flops_per_token"], metrics.get("train_tokens"), metrics.get("training_seconds"), peak
+        metrics.get("flops_per_token"),
+        metrics.get("train_tokens"),
+        metrics.get("training_wall_seconds"),
+        peak,
     )
     metrics["mfu_percent"] = round(mfu, 2) if mfu is not None else None
     if mfu is None:
         metrics["mfu_note"] = source if peak is None else "no FLOP count or no training time"
+    else:
+        metrics["mfu_note"] = "FLOPs per token counted in a model process (the candidate's): informational"
 
 
 def _fmt(v, spec: str = "") -> str:
@@ -488,9 +687,10 @@ def _summary(m: dict) -> None:
     params = m.get("num_params")
     print(
         f"harness: status {m.get('status')} | val_bpb {_fmt(m.get('val_bpb'), '.4f')} | "
-        f"train {_fmt(m.get('training_seconds'), '.1f')} s | total {_fmt(m.get('total_seconds'), '.1f')} s | "
-        f"steps {_fmt(m.get('num_steps'))} | params {_fmt(params / 1e6 if params else None, '.2f')}M | "
-        f"mfu {_fmt(m.get('mfu_percent'), '.1f')}% | peak mem {_fmt(m.get('peak_memory_mb'), '.0f')} MB",
+        f"train {_fmt(m.get('training_seconds'), '.1f')} {m.get('clock') or ''}-s | "
+        f"total {_fmt(m.get('total_seconds'), '.1f')} s | steps {_fmt(m.get('num_steps'))} | "
+        f"params {_fmt(params / 1e6 if params else None, '.2f')}M | isolation {m.get('isolation')} | "
+        f"peak mem {_fmt(m.get('peak_memory_mb'), '.0f')} MB",
         flush=True,
     )
     if m.get("status") != "ok" and m.get("error"):

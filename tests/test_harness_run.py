@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from harness.integrity import file_sha256, harness_sha256
-from harness.presets import get_preset
+from harness.presets import get_preset, overrun_tolerance
 from harness.supervisor import METRIC_KEYS
 
 REPO = Path(__file__).resolve().parents[1]
@@ -41,9 +41,8 @@ def variant(tmp_path, name: str, text: str) -> Path:
 
 
 def honest_fixed_steps(tmp_path, steps=1, name="honest_fixed.py") -> Path:
-    """honest.py stopping after `steps` steps, with an LR schedule that does not look at the clock.
-    One step is the only count every machine reaches within the tiny preset's 3 s (the first batch
-    is always served); on a loaded 2-core box even 3 steps sometimes do not fit."""
+    """honest.py stopping after `steps` steps, with an LR schedule that does not look at the clock
+    (the tiny preset's 3 CPU-seconds hold about 50 steps whatever the machine's load)."""
     src = (REDTEAM / "honest.py").read_text()
     assert "MAX_STEPS = 0 " in src
     return variant(tmp_path, name, src.replace("MAX_STEPS = 0 ", f"MAX_STEPS = {steps} "))
@@ -88,12 +87,15 @@ def test_honest_run_is_ok_with_every_metric(prepared_tiny, tmp_path):
     assert m["harness_sha256"] == harness_sha256()
     assert m["train_sha256"] == file_sha256(REDTEAM / "honest.py")
     assert m["preset"] == "tiny" and m["seed"] == 0 and m["device"] == "cpu" and m["torch_version"]
-    assert 0 < m["training_seconds"] <= 3.0 + 3.0  # budget + grace of the tiny preset
+    tiny = get_preset("tiny")
+    assert m["clock"] == "cpu" and m["isolation"] in ("bwrap", "none")
+    assert tiny.budget_seconds <= m["training_seconds"] <= tiny.budget_seconds + overrun_tolerance(tiny)
+    assert m["training_cpu_seconds"] == m["training_seconds"] and m["training_wall_seconds"] > 0
     assert m["total_seconds"] >= m["training_seconds"]
     assert m["num_steps"] >= 1 and m["num_params"] > 0 and m["peak_memory_mb"] > 0
     assert m["flops_per_token"] > 0 and m["tokens_per_second"] > 0
     assert m["mfu_percent"] is None and "CPU" in m["mfu_note"]
-    assert m["probe"]["batches"] >= 1 and m["probe"]["max_probe_diff"] == 0.0
+    assert m["probe"]["rows_compared"] == m["eval_rows"] > 0 and m["probe"]["max_diff_nats"] == 0.0
     assert m["eval_tokens"] > 0 and m["eval_bytes"] > m["eval_tokens"]
     assert "status ok" in p.stdout
 
@@ -119,11 +121,11 @@ def test_same_seed_same_steps_gives_the_same_val_bpb(prepared_tiny, tmp_path):
 RED_TEAM = [
     ("raises.py", "crash", ["boom: the candidate's own bug", "Traceback"]),
     ("nan.py", "nan", ["training loss is nan"]),
-    ("noncausal.py", "invalid", ["depends on later tokens"]),
-    ("no_entry.py", "invalid", ["no train function", "def train(ctx) -> torch.nn.Module"]),
-    ("monkeypatch.py", "invalid", ["was replaced"]),
-    ("readval.py", "invalid", ["val.bin", "validation data never enters training"]),
-    ("forge.py", "invalid", ["forged"]),
+    (
+        "no_entry.py",
+        "invalid",
+        ["no build_model and no train function", "def train(ctx) -> torch.nn.Module", "def build_model(ctx)"],
+    ),
     ("tamper.py", "invalid", ["read-only"]),
 ]
 
@@ -141,38 +143,6 @@ def test_red_team(prepared_tiny, tmp_path, name, status, words):
 
 
 @pytest.mark.slow
-def test_reading_validation_data_is_caught_even_when_the_error_is_swallowed(prepared_tiny, tmp_path):
-    _, m = run_harness(REDTEAM / "readval.py", tmp_path)
-    assert m["status"] == "invalid"
-    v = m["violations"]
-    assert any("val.bin" in x for x in v) and any("speeches" in x for x in v)
-
-
-@pytest.mark.slow
-def test_overrun_is_killed_at_budget_plus_grace(prepared_tiny, tmp_path):
-    p, m = run_harness(REDTEAM / "overrun.py", tmp_path)
-    assert p.returncode == 0
-    assert m["status"] == "timeout"
-    tiny = get_preset("tiny")
-    assert f"budget of {tiny.budget_seconds:g} s plus {tiny.grace_seconds:g} s grace" in m["error"]
-    assert m["training_seconds"] >= 3.0 + 3.0  # not killed before budget + grace, on the supervisor's clock
-    assert m["num_steps"] and m["num_steps"] >= 1  # from the progress events
-
-
-@pytest.mark.slow
-def test_patching_torch_inside_forward_cannot_move_val_bpb(prepared_tiny, tmp_path):
-    """patch_in_forward.py swaps log_softmax / cross_entropy / gather for 'perfect' fakes while the
-    evaluator calls its forward and restores them after. Same seed, same single step as the honest twin:
-    the harness must give exactly the honest val_bpb."""
-    (tmp_path / "a").mkdir()
-    (tmp_path / "b").mkdir()
-    _, twin = run_harness(honest_fixed_steps(tmp_path / "a"), tmp_path / "a")
-    _, m = run_harness(REDTEAM / "patch_in_forward.py", tmp_path / "b")
-    assert twin["status"] == "ok" and m["status"] == "ok", (twin["error"], m["error"])
-    assert m["val_bpb"] == twin["val_bpb"]
-
-
-@pytest.mark.slow
 def test_non_finite_weights_give_nan(prepared_tiny, tmp_path):
     src = honest_fixed_steps(tmp_path, steps=1).read_text()
     src = src.replace(
@@ -181,18 +151,6 @@ def test_non_finite_weights_give_nan(prepared_tiny, tmp_path):
     )
     _, m = run_harness(variant(tmp_path, "nan_weights.py", src), tmp_path)
     assert m["status"] == "nan" and "not finite" in m["error"]
-
-
-@pytest.mark.slow
-def test_secrets_never_reach_the_training_process(prepared_tiny, tmp_path):
-    secrets = {"GITHUB_TOKEN": "ghp_x", "FAKE_GITHUB_TOKEN": "x", "ANTHROPIC_API_KEY": "sk-x",
-               "MODAL_TOKEN_ID": "ak-x", "MODAL_TOKEN_SECRET": "as-x", "MY_PASSWORD": "x"}  # fmt: skip
-    f = variant(tmp_path, "envdump.py", (REDTEAM / "envdump.py").read_text())
-    _, m = run_harness(f, tmp_path, env=secrets)
-    assert m["status"] == "ok", m["error"]
-    seen = json.loads((tmp_path / "env_seen.json").read_text())
-    assert "PATH" in seen and "AUTORESEARCH_CACHE" in seen
-    assert not set(secrets) & set(seen)
 
 
 @pytest.mark.slow

@@ -10,18 +10,19 @@ from __future__ import annotations
 
 import math
 import random
-import warnings
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from harness import evaluate as ev
-from harness.integrity import AuditGuard, Snapshot, harness_sha256, scrub_env, static_scan
+from harness.channel import Channel, ProtocolError
+from harness.integrity import AuditGuard, harness_sha256, scrub_env, static_scan
 from harness.mfu import mfu_percent, peak_flops
-from harness.supervisor import METRIC_KEYS, Deadlines, blank_metrics
+from harness.scorer import ScoreFailure, Tally, bpb, make_plan
+from harness.supervisor import METRIC_KEYS, blank_metrics
 
 # -- static scan --------------------------------------------------------------------------------------
 
@@ -112,252 +113,119 @@ def test_scrub_env_keeps_the_allowlist_and_drops_secrets():
     }  # fmt: skip
 
 
-# -- deadlines ----------------------------------------------------------------------------------------
+# -- the scorer's pieces ------------------------------------------------------------------------------
 
 
-def deadlines(**kw) -> Deadlines:
-    return Deadlines(spawn=100.0, allowance=20.0, budget=30.0, grace=5.0, eval_timeout=60.0, **kw)
+def test_bpb_on_a_hand_made_example():
+    assert bpb(3 * 2 * math.log(2), 6) == pytest.approx(1.0)  # 3 targets of 2 bits over 6 bytes
+    with pytest.raises(ValueError):
+        bpb(1.0, 0)
 
 
-def test_deadline_before_any_event_is_allowance_plus_budget_plus_grace():
-    d = deadlines()
-    assert d.next_deadline() == (155.0, "training")
-    assert d.clock_start(110.0) is None and d.clock_start(120.0) == 120.0
+def test_twins_share_the_prefix_and_continue_with_real_text():
+    rng = random.Random(0)
+    val = np.arange(10_000, dtype=np.uint16)
+    rows = np.stack([val[i * 100 : i * 100 + 17] for i in range(8)])
+    plan = make_plan(rows, val, 4096, rng)
+    for r in range(8):
+        p = plan.cuts[r]
+        assert 1 <= p <= 15
+        assert (plan.twins[r, :p] == rows[r, :p]).all()
+        tail = plan.twins[r, p:]
+        assert (np.diff(tail.astype(int)) == 1).all()  # a contiguous stretch of the split
+    a, b = plan.work
+    assert sorted(a) != sorted(b) and len(a) == len(b) == 8
+    for r in range(8):  # each process gets exactly one copy of every row, and the other process the other
+        assert {tw for rr, tw in a if rr == r} ^ {tw for rr, tw in b if rr == r} == {True, False}
 
 
-def test_clock_started_early_moves_the_training_deadline_forward():
-    d = deadlines(clock_event=104.0)
-    assert d.next_deadline() == (139.0, "training")
-    d.train_done = 134.5
-    assert d.training_seconds(200.0) == pytest.approx(30.5)
-    assert d.next_deadline() == (194.5, "evaluation")
+def _tally(model, plan, tb, V):
+    tally = Tally(plan, tb, "cpu")
+    for work in plan.work:
+        toks = torch.as_tensor(np.stack([(plan.twins[r] if tw else plan.rows[r])[:-1] for r, tw in work]),
+                               dtype=torch.long)  # fmt: skip
+        with torch.no_grad():
+            tally.add(torch.log_softmax(model(toks), -1), work)
+    return tally
 
 
-def test_a_late_clock_started_does_not_buy_time():
-    d = deadlines(clock_event=126.0)  # after the allowance ran out at 120
-    assert d.clock_start(130.0) == 120.0
-    assert d.next_deadline() == (155.0, "training")
-    d.train_done = 150.0
-    assert d.training_seconds(150.0) == pytest.approx(30.0)
+def test_tally_passes_a_causal_model_exactly_and_sums_only_originals():
+    V, T = 11, 16
+    torch.manual_seed(0)
+    rows = torch.randint(0, V, (6, T + 1)).numpy()
+    val = torch.randint(0, V, (500,)).numpy()
+    tb = np.ones(V, dtype=np.int64)
+    plan = make_plan(rows, val, V, random.Random(1))
+    emb = nn.Sequential(nn.Embedding(V, 8), nn.Linear(8, V))
+    tally = _tally(lambda x: emb(x).cumsum(1), plan, tb, V)  # causal: a running sum
+    assert tally.compared == 6 and tally.max_diff == 0.0
+    assert tally.bytes == 6 * T and tally.scored == 6 * T
 
 
-def test_training_that_ends_before_the_clock_starts_took_zero_seconds():
-    d = deadlines(train_done=110.0)
-    assert d.training_seconds(110.0) == 0.0
+def test_tally_rejects_a_model_that_peeks_one_token_ahead():
+    V, T = 11, 16
+    rows = torch.randint(0, V, (6, T + 1)).numpy()
+    val = torch.randint(0, V, (500,)).numpy()
+    plan = make_plan(rows, val, V, random.Random(2))
+    emb = nn.Embedding(V, V)
+
+    def peek(x):
+        out = emb(x)
+        return torch.cat([out[:, :-1] + 5 * F.one_hot(x[:, 1:], V), out[:, -1:]], 1)
+
+    with pytest.raises(ScoreFailure, match="not causal"):
+        _tally(peek, plan, np.ones(V, dtype=np.int64), V)
 
 
-def test_timeout_messages_name_the_deadline():
-    assert "budget of 30 s plus 5 s grace" in deadlines().describe("training")
-    assert "start-up allowance" in deadlines().describe("training")
-    assert "evaluation did not finish within 60 s" in deadlines().describe("evaluation")
+def test_the_channel_rejects_oversized_and_malformed_frames():
+    import socket
+    import struct
+
+    a, b = socket.socketpair()
+    ch = Channel(a, max_payload=16)
+    b.sendall(struct.pack("<II", 2, 100) + b"{}")
+    with pytest.raises(ProtocolError):
+        ch.recv(timeout=1)
+    a2, b2 = socket.socketpair()
+    ch2 = Channel(a2)
+    b2.sendall(struct.pack("<II", 3, 0) + b"abc")
+    with pytest.raises(ProtocolError):
+        ch2.recv(timeout=1)
+
+
+def test_hard_deadline_covers_the_wall_deadline_of_the_cpu_clock():
+    from harness.presets import get_preset
+    from harness.protocol import HARNESS_OVERHEAD_S, hard_deadline_seconds, training_wall_deadline_seconds
+
+    for name in ("tiny", "cpu", "gpu"):
+        p = get_preset(name)
+        assert hard_deadline_seconds(name) == pytest.approx(
+            p.startup_allowance_seconds + training_wall_deadline_seconds(p) + p.eval_timeout_seconds
+            + HARNESS_OVERHEAD_S)  # fmt: skip
+    assert training_wall_deadline_seconds(get_preset("cpu")) > get_preset("cpu").budget_seconds * 2
 
 
 def test_blank_metrics_has_every_contract_key():
     m = blank_metrics("tiny", 3)
     assert set(METRIC_KEYS) <= set(m) and m["preset"] == "tiny" and m["seed"] == 3
     for k in ("status", "val_bpb", "training_seconds", "total_seconds", "peak_memory_mb", "mfu_percent",
-              "num_steps", "num_params", "harness_sha256", "train_sha256", "error"):  # fmt: skip
+              "num_steps", "num_params", "harness_sha256", "train_sha256", "error", "isolation", "clock",
+              "training_cpu_seconds", "training_wall_seconds"):  # fmt: skip
         assert k in METRIC_KEYS
 
 
-# -- bpb arithmetic -----------------------------------------------------------------------------------
+def test_bwrap_view_makes_every_parent_traversable():
+    from harness.sandbox import View
+
+    v = View()
+    v.ro("/root/.pyenv/versions/3.11.7")
+    v.ro("/usr")
+    dirs = [v.args[i + 3] for i, a in enumerate(v.args) if a == "--perms"]
+    assert dirs == ["/root", "/root/.pyenv", "/root/.pyenv/versions"]
+    assert v.args[v.args.index("--perms") + 1] == "0755"
 
 
-def test_bpb_on_a_hand_made_example():
-    # vocabulary of 4: id 0 is BOS (0 bytes), ids 1, 2, 3 are 1, 2 and 3 bytes long.
-    token_bytes = torch.tensor([0, 1, 2, 3])
-    y = torch.tensor([[1, 2, 0, 3]])
-    logits = torch.zeros(1, 4, 4)  # uniform: every target costs ln 4 nats
-    nats, nbytes, scored = ev.score_logits(logits, y, token_bytes, 4)
-    assert nats.item() == pytest.approx(3 * math.log(4))  # the BOS target is not scored
-    assert nbytes.item() == 6 and scored.item() == 3
-    assert ev.bpb(nats.item(), nbytes.item()) == pytest.approx(1.0)  # 3 * 2 bits / 6 bytes
-
-    # a confident right answer at the 3-byte target: it costs ~0, the rest ln 4 each
-    logits[0, 3, 3] = 50.0
-    nats, nbytes, _ = ev.score_logits(logits, y, token_bytes, 4)
-    assert ev.bpb(nats.item(), nbytes.item()) == pytest.approx(2 * 2 / 6, abs=1e-6)
-
-
-def test_score_logits_ignores_padded_vocabulary_columns_and_checks_the_shape():
-    y = torch.tensor([[1, 2]])
-    tb = torch.tensor([0, 1, 1])
-    padded = torch.cat([torch.zeros(1, 2, 3), torch.full((1, 2, 5), -1e9)], dim=2)
-    nats, _, _ = ev.score_logits(padded, y, tb, 3)
-    assert nats.item() == pytest.approx(2 * math.log(3))
-    with pytest.raises(ev.InvalidModel, match="shape"):
-        ev.score_logits(torch.zeros(1, 2, 2), y, tb, 3)
-
-
-# -- the causality probe ------------------------------------------------------------------------------
-
-V, T, B = 11, 16, 4
-
-
-class PrefixMean(nn.Module):
-    """Causal: the logits at t come from the mean embedding of tokens 0..t."""
-
-    def __init__(self, causal=True):
-        super().__init__()
-        torch.manual_seed(0)
-        self.emb, self.out, self.causal = nn.Embedding(V, 8), nn.Linear(8, V), causal
-
-    def forward(self, idx):
-        e = self.emb(idx)
-        if self.causal:
-            h = e.cumsum(1) / torch.arange(1, idx.shape[1] + 1).view(1, -1, 1)
-        else:
-            h = e.mean(1, keepdim=True).expand_as(e)
-        return self.out(h)
-
-
-class Stateful(PrefixMean):
-    """Causal, but its output drifts with every call: test-time state."""
-
-    def __init__(self):
-        super().__init__()
-        self.calls = 0
-
-    def forward(self, idx):
-        self.calls += 1
-        return super().forward(idx) + 0.01 * self.calls
-
-
-class Peeks(PrefixMean):
-    """Causal everywhere except position 0, which also sees the row's last token."""
-
-    def forward(self, idx):
-        out = super().forward(idx)
-        out[:, 0] += idx[:, -1:].float()  # position 0 depends on the last token
-        return out
-
-
-def probe(model, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    row = torch.randint(0, V, (B, T + 1), generator=g)
-    x, y = row[:, :-1], row[:, 1:]
-    model.eval()
-    logits0 = ev._run_batch(model, x, y, torch.ones(V, dtype=torch.long), V, "cpu")[0].clone()
-    return ev.probe_batch(
-        model, x, y, logits0, torch.ones(V, dtype=torch.long), V, "cpu", random.Random(seed)
-    )
-
-
-def test_probe_passes_a_causal_model_exactly():
-    out = probe(PrefixMean())
-    assert out["probe_diff"] == 0.0 and out["rerun_diff"] == 0.0
-
-
-def test_probe_passes_causal_sdpa_attention():
-    class Attn(nn.Module):
-        def __init__(self):
-            super().__init__()
-            torch.manual_seed(0)
-            self.emb, self.qkv, self.out = nn.Embedding(V, 16), nn.Linear(16, 48), nn.Linear(16, V)
-
-        def forward(self, idx):
-            q, k, v = self.qkv(self.emb(idx)).unsqueeze(1).chunk(3, dim=-1)
-            return self.out(F.scaled_dot_product_attention(q, k, v, is_causal=True).squeeze(1))
-
-    assert probe(Attn())["probe_diff"] <= 1e-6
-
-
-@pytest.mark.parametrize("seed", [0, 1, 2])
-def test_probe_rejects_a_non_causal_model(seed):
-    with pytest.raises(ev.InvalidModel, match="depends on later tokens"):
-        probe(PrefixMean(causal=False), seed)
-
-
-def test_probe_rejects_a_model_that_reads_the_last_token_at_position_zero():
-    with pytest.raises(ev.InvalidModel, match="output at position 0 depends on later tokens"):
-        probe(Peeks())
-
-
-def test_probe_rejects_a_model_that_changes_between_identical_passes():
-    with pytest.raises(ev.InvalidModel, match="between two identical evaluation passes"):
-        probe(Stateful())
-
-
-def test_forward_must_return_a_plain_tensor():
-    class Sub(torch.Tensor):
-        pass
-
-    class M(nn.Module):
-        def forward(self, idx):
-            return torch.zeros(*idx.shape, V).as_subclass(Sub)
-
-    with pytest.raises(ev.InvalidModel, match="plain torch.Tensor"):
-        ev._forward(M(), torch.zeros(1, 3, dtype=torch.long), "cpu")
-
-
-def test_a_model_that_raises_is_a_crash_not_a_harness_error():
-    class M(nn.Module):
-        def forward(self, idx):
-            raise RuntimeError("CUDA out of memory (pretend)")
-
-    with pytest.raises(ev.ModelCrash, match="out of memory"):
-        ev._forward(M(), torch.zeros(1, 3, dtype=torch.long), "cpu")
-
-
-def test_fingerprint_sees_a_changed_parameter_or_buffer():
-    m = PrefixMean()
-    m.register_buffer("b", torch.zeros(3))
-    fp = ev.fingerprint(m)
-    assert ev.fingerprint(m) == fp
-    with torch.no_grad():
-        m.b[1] = 1e-30
-    assert ev.fingerprint(m) != fp
-
-
-def test_unwrap_finds_the_module_behind_a_compile_wrapper():
-    inner = PrefixMean()
-
-    class Wrapper(nn.Module):
-        def __init__(self, m):
-            super().__init__()
-            self._orig_mod = m
-
-    assert ev.unwrap(Wrapper(inner)) is inner
-    assert ev.unwrap(inner) is inner
-
-
-# -- the snapshot and the audit guard ----------------------------------------------------------------
-
-
-def test_snapshot_reports_a_replaced_function_even_after_the_evaluator_captured_it():
-    snap = Snapshot()
-    assert snap.changes() == []
-    saved = F.log_softmax
-    try:
-        F.log_softmax = lambda *a, **k: None
-        assert "torch.nn.functional.log_softmax was replaced" in snap.changes()
-        assert ev._log_softmax is torch.log_softmax  # the captured reference is untouched
-    finally:
-        F.log_softmax = saved
-    assert snap.changes() == []
-
-
-def test_snapshot_reports_a_patched_harness_function_and_code_object():
-    snap = Snapshot()
-    saved = ev.bpb.__code__
-    try:
-        ev.bpb.__code__ = (lambda nats, nbytes: 0.0).__code__
-        assert "harness.evaluate.bpb.__code__ was replaced" in snap.changes()
-    finally:
-        ev.bpb.__code__ = saved
-
-
-def test_snapshot_reports_a_torch_library_override():
-    snap = Snapshot()
-    lib = torch.library.Library("aten", "IMPL")  # noqa: F841 (kept alive for the check)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # "overriding a previously registered kernel"
-            lib.impl("isfinite", lambda x: torch.ones_like(x, dtype=torch.bool), "CPU")
-        assert any("aten::isfinite" in c for c in snap.changes())
-    finally:
-        del lib  # dropping the library object removes its registrations
-    assert not any("aten::isfinite" in c for c in Snapshot().changes())
+# -- the audit guard ----------------------------------------------------------------------------------
 
 
 @pytest.fixture()
@@ -427,7 +295,7 @@ def test_guard_blocks_patching_torch_tensor(guard):
     g, _ = guard
     with pytest.raises(PermissionError, match="Tensor.log_softmax"):
         g._hook("object.__setattr__", (torch.Tensor, "log_softmax", None))
-    g._hook("object.__setattr__", (PrefixMean, "anything", None))
+    g._hook("object.__setattr__", (nn.Linear, "anything", None))
 
 
 # -- hashes and MFU -----------------------------------------------------------------------------------
@@ -481,3 +349,25 @@ def test_guard_refuses_an_audit_hook_from_the_candidate_but_not_from_a_library(t
     with pytest.raises(RuntimeError):
         ns["add"](g)
     assert g.violations == ["tried to add an audit hook"]
+
+
+# -- the compile cache --------------------------------------------------------------------------------
+
+
+def test_compile_cache_is_partitioned_by_train_sha_and_copies_no_links(tmp_path, monkeypatch):
+    from harness import compile_cache
+
+    monkeypatch.setenv("AUTORESEARCH_CACHE", str(tmp_path / "cache"))
+    run1 = tmp_path / "run1"
+    (run1 / ".cache" / "inductor").mkdir(parents=True)
+    (run1 / ".cache" / "inductor" / "kernel.py").write_text("k")
+    (run1 / ".cache" / "evil").symlink_to("/etc/passwd")
+    assert compile_cache.keep(run1, "a" * 64) == 1
+    part = compile_cache.partition("a" * 64)
+    assert (part / "inductor" / "kernel.py").read_text() == "k" and not (part / "evil").exists()
+    fresh = tmp_path / "run2"
+    fresh.mkdir()
+    assert compile_cache.seed(fresh, "b" * 64, None) == 0  # another train.py sees nothing
+    assert not (fresh / ".cache").exists()
+    assert compile_cache.seed(fresh, "a" * 64, None) == 1
+    assert (fresh / ".cache" / "inductor" / "kernel.py").read_text() == "k"

@@ -51,8 +51,12 @@ class GPT(nn.Module):
         return self.head(self.ln(x))
 
 
+def build_model(ctx):
+    return GPT(ctx.vocab_size, ctx.seq_len).to(ctx.device)
+
+
 def train(ctx):
-    model = GPT(ctx.vocab_size, ctx.seq_len).to(ctx.device)
+    model = build_model(ctx)
     opt = torch.optim.AdamW(model.parameters(), lr=LR, weight_decay=0.0)
     for step, (x, y) in enumerate(ctx.train_batches(BATCH_SIZE)):
         frac = step / MAX_STEPS if MAX_STEPS else ctx.progress()  # fixed steps: no dependence on time

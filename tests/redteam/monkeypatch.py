@@ -1,7 +1,9 @@
-"""Red team: monkeypatches what the evaluator relies on, at import and during training, through
-indirections the static scan cannot see (setattr on a list element, sys.modules):
-torch.nn.functional.log_softmax at import; harness.evaluate.bpb, time.monotonic and
-torch.nn.functional.cross_entropy in train(). Expected: invalid ("... was replaced").
+"""Red team: monkeypatches what a scorer in its process would rely on, at import and during training,
+through indirections the static scan cannot see (setattr on a list element, sys.modules):
+torch.nn.functional.log_softmax at import (in the training and in both model processes); the
+harness's clock estimate (harness.context's process-time reference), time.monotonic and
+torch.nn.functional.cross_entropy in train(). Expected: harmless: the score is computed in the
+supervisor, the clock is the supervisor's; with fixed steps the val_bpb equals honest.py's.
 """
 
 import math
@@ -61,10 +63,14 @@ class GPT(nn.Module):
         return self.head(self.ln(x))
 
 
+def build_model(ctx):
+    return GPT(ctx.vocab_size, ctx.seq_len).to(ctx.device)
+
+
 def train(ctx):
-    sys.modules["harness.evaluate"].bpb = lambda nats, nbytes: 0.0
+    sys.modules["harness.context"]._process_time = lambda: 0.0
     _TARGETS[1].monotonic = lambda: 0.0
-    model = GPT(ctx.vocab_size, ctx.seq_len).to(ctx.device)
+    model = build_model(ctx)
     opt = torch.optim.AdamW(model.parameters(), lr=LR, weight_decay=0.0)
     for step, (x, y) in enumerate(ctx.train_batches(BATCH_SIZE)):
         frac = step / MAX_STEPS if MAX_STEPS else ctx.progress()  # fixed steps: no dependence on time

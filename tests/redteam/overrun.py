@@ -47,8 +47,12 @@ class GPT(nn.Module):
         return self.head(self.ln(x))
 
 
+def build_model(ctx):
+    return GPT(ctx.vocab_size, ctx.seq_len).to(ctx.device)
+
+
 def train(ctx):
-    model = GPT(ctx.vocab_size, ctx.seq_len).to(ctx.device)
+    model = build_model(ctx)
     opt = torch.optim.AdamW(model.parameters(), lr=LR, weight_decay=0.0)
     cached = []
     for x, y in ctx.train_batches(BATCH_SIZE):

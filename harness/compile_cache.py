@@ -1,0 +1,93 @@
+"""The compile cache that survives between runs, for a fast warm start: the harness's, not the candidate's.
+
+torch.compile (inductor, triton) writes its kernels under the sandbox's $HOME/.cache. After a run,
+once nothing of the sandbox is alive, the harness keeps that directory in
+cache_root()/compile/<sha256 of train.py>/ and seeds the next run of the *same* train.py with a copy.
+A partition is only ever read by runs of the train.py that wrote it, so one candidate cannot poison
+another's kernels or the baseline's. Only regular files and directories are copied (no symlinks, no
+devices), up to MAX_BYTES; a partition that would grow past it is not kept.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import stat
+from pathlib import Path
+
+MAX_BYTES = 4 << 30
+SUBDIR = ".cache"
+
+
+def partition(train_sha256: str) -> Path:
+    """AUTORESEARCH_COMPILE_CACHE/<sha>, else cache_root()/compile/<sha>."""
+    base = os.environ.get("AUTORESEARCH_COMPILE_CACHE")
+    if base:
+        return Path(base) / train_sha256
+    from harness.data import cache_root
+
+    return cache_root() / "compile" / train_sha256
+
+
+def _copy_tree(src: Path, dst: Path, owner: tuple[int, int] | None, limit: int = MAX_BYTES) -> int:
+    """Copy regular files and directories only, never following a link; returns bytes copied, or -1
+    when the tree is over `limit` (nothing is left half-copied at dst in that case)."""
+    total = 0
+    plan: list[tuple[Path, Path, bool]] = []
+    for root, dirs, files in os.walk(src, followlinks=False):
+        r = Path(root)
+        for name in dirs + files:
+            p = r / name
+            st = p.lstat()
+            if stat.S_ISDIR(st.st_mode):
+                plan.append((p, dst / p.relative_to(src), True))
+            elif stat.S_ISREG(st.st_mode):
+                total += st.st_size
+                plan.append((p, dst / p.relative_to(src), False))
+        if total > limit:
+            return -1
+    dst.mkdir(parents=True, exist_ok=True)
+    for s, d, is_dir in plan:
+        if is_dir:
+            d.mkdir(exist_ok=True)
+        else:
+            fd = os.open(s, os.O_RDONLY | os.O_NOFOLLOW)
+            with os.fdopen(fd, "rb") as fi, open(d, "wb") as fo:
+                shutil.copyfileobj(fi, fo)
+        if owner:
+            os.chown(d, *owner)
+    if owner:
+        os.chown(dst, *owner)
+    return total
+
+
+def seed(scratch: Path, train_sha256: str, owner: tuple[int, int] | None) -> int:
+    """Copy the partition of this train.py into a fresh sandbox's $HOME/.cache (bytes; 0 if none,
+    or if it cannot be read: a cold start, never a failed run)."""
+    part = partition(train_sha256)
+    try:
+        return max(0, _copy_tree(part, scratch / SUBDIR, owner)) if part.is_dir() else 0
+    except OSError:
+        return 0
+
+
+def keep(scratch: Path, train_sha256: str) -> int:
+    """After the sandbox is dead: replace the partition with what the run left in $HOME/.cache."""
+    try:
+        return _keep(scratch / SUBDIR, partition(train_sha256))
+    except OSError:  # a read-only or full cache: the next run starts cold
+        return 0
+
+
+def _keep(src: Path, part: Path) -> int:
+    if not src.is_dir() or src.is_symlink():
+        return 0
+    tmp = part.with_name(part.name + f".tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    n = _copy_tree(src, tmp, None)
+    if n <= 0:
+        shutil.rmtree(tmp, ignore_errors=True)
+        return 0
+    shutil.rmtree(part, ignore_errors=True)
+    os.replace(tmp, part)
+    return n

@@ -1,0 +1,420 @@
+"""The scoring: val_bpb from logits, computed where no candidate code runs, with every row its own probe.
+
+This module runs in the supervisor, which holds the validation tokens and the byte length of every
+token id; the candidate's network runs in two model processes (harness/modelproc.py), each in its
+own sandbox, that receive token rows and write back logits. Nothing they do can reach the numbers
+summed here.
+
+    val_bpb = sum over scored targets of -ln p(target) / (ln 2 * sum of their UTF-8 bytes)
+
+as in karpathy's `evaluate_bpb` (targets whose token has 0 bytes, BOS, are left out of both sums).
+The rows are the same BOS-aligned packed rows as always (harness/dataloader.py, EVAL_SEED, the
+preset's eval_tokens), so val_bpb means what it meant.
+
+Every row r is also a causality probe. With a secret random draw (os.urandom) the scorer picks a
+cut p_r uniform in [1, T-1] and builds a twin: the row's first p_r tokens followed by real
+validation text from a random other offset, so a twin looks like any row. The rows are split at
+random into two halves; process A scores the originals of one half and the twins of the other,
+process B the reverse, each in a shuffled order. For t < p_r the logits of a causal model depend
+only on tokens both copies share, so the log-probabilities the scorer reads there (the one of the
+original's target token, which is exactly what bpb sums, and of TWIN_COLUMNS secretly chosen token
+ids) must agree within TOLERANCE. A model that looks ahead, counts calls, remembers earlier rows or
+carries state from one batch to the next gives the two copies, computed in two processes that share
+nothing and see different row mixes, different numbers there: `invalid`.
+
+What the tolerance can hide: a model may move ln p(target) by at most TOLERANCE nats at a compared
+position without being caught, so at most TOLERANCE / (ln 2 * bytes per token) bits per byte over the
+whole score. What the cut can miss: look-ahead at position t shows only in rows whose cut falls
+after t and within the look-ahead window, so a model that peeks one token ahead at a single position
+per row escapes a row with probability 1 - 1/(T-1); over N rows, (1 - 1/(T-1))^N. The README works
+out what that bounds per preset.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import random
+import select
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from harness import compile_cache
+from harness.channel import Channel, ChannelClosed, LogitsBuffer, ProtocolError
+from harness.dataloader import EVAL_SEED, PackedLoader
+from harness.sandbox import NOBODY
+
+TWIN_COLUMNS = 3  # secretly chosen token ids compared at every shared position, besides the target
+# nats of log-probability by which a row and its twin may differ at a shared position
+TOLERANCE = {"cpu": 1e-4, "cuda": 2e-2}
+LN2 = math.log(2)
+POLL_S = 0.2
+WEIGHTS_INSIDE = "/opt/autoresearch/model/weights.safetensors"
+TRAIN_INSIDE = "/opt/autoresearch/candidate/train.py"
+
+
+class ScoreFailure(Exception):
+    """The candidate's model failed the scoring: status is crash / invalid / timeout / nan."""
+
+    def __init__(self, status: str, error: str):
+        super().__init__(error)
+        self.status = status
+        self.error = error
+
+
+def bpb(nats: float, nbytes: float) -> float:
+    """Bits per byte from summed nats and summed bytes."""
+    if nbytes <= 0:
+        raise ValueError("no bytes were scored")
+    return nats / (LN2 * nbytes)
+
+
+def eval_rows(val: np.ndarray, bos_id: int, batch_size: int, seq_len: int, max_tokens: int) -> np.ndarray:
+    """The (N, T+1) validation rows, exactly those harness/dataloader.eval_batches would give."""
+    loader = PackedLoader(val, bos_id, batch_size, seq_len, seed=EVAL_SEED, epochs=1)
+    out = []
+    for _ in range(max(1, int(max_tokens) // (batch_size * seq_len))):
+        rows = loader.next_rows()
+        if rows is None:
+            break
+        out.append(rows)
+    if not out:
+        raise RuntimeError("the validation split gave no evaluation row")
+    return np.concatenate(out)
+
+
+@dataclass
+class Plan:
+    """Which process scores which copy of which row, and the secret draws behind it."""
+
+    rows: np.ndarray  # (N, T+1) originals
+    twins: np.ndarray  # (N, T+1)
+    cuts: np.ndarray  # (N,) p_r
+    columns: np.ndarray  # (TWIN_COLUMNS,) token ids compared besides the target
+    work: list[list[tuple[int, bool]]] = field(default_factory=list)  # per process: (row, is_twin)
+
+
+def make_plan(rows: np.ndarray, val: np.ndarray, vocab: int, rng: random.Random) -> Plan:
+    n, width = rows.shape
+    T = width - 1
+    cuts = np.array([rng.randint(1, T - 1) for _ in range(n)], dtype=np.int64)
+    twins = rows.copy()
+    for r in range(n):
+        p = int(cuts[r])
+        need = width - p
+        o = rng.randrange(0, max(1, len(val) - need))
+        twins[r, p:] = np.asarray(val[o : o + need], dtype=rows.dtype)
+    columns = np.array(rng.sample(range(vocab), TWIN_COLUMNS), dtype=np.int64)
+    order = list(range(n))
+    rng.shuffle(order)
+    half = set(order[: (n + 1) // 2])
+    a = [(r, r not in half) for r in range(n)]  # originals of the first half, twins of the second
+    b = [(r, r in half) for r in range(n)]
+    rng.shuffle(a)
+    rng.shuffle(b)
+    return Plan(rows, twins, cuts, columns, [a, b])
+
+
+class Tally:
+    """The sums, and the compared values of whichever copy of a row arrived first."""
+
+    def __init__(self, plan: Plan, token_bytes: np.ndarray, device_type: str):
+        self.plan = plan
+        self.token_bytes = token_bytes.astype(np.int64)
+        self.tol = TOLERANCE.get(device_type, TOLERANCE["cuda"])
+        self.nats = 0.0
+        self.bytes = 0
+        self.scored = 0
+        self.pending: dict[int, np.ndarray] = {}
+        self.max_diff = 0.0
+        self.compared = 0
+        self.nonfinite = False
+
+    def add(self, lp, items: list[tuple[int, bool]]) -> None:
+        """lp: torch float32 [b, T, V] log-probabilities for the copies `items`, in order."""
+        import torch
+
+        plan = self.plan
+        cols = torch.as_tensor(plan.columns, device=lp.device)
+        for i, (r, twin) in enumerate(items):
+            row = plan.rows[r]
+            p = int(plan.cuts[r])
+            tgt = torch.as_tensor(row[1:].astype(np.int64), device=lp.device)
+            lpi = lp[i]
+            if not twin:
+                at_t = lpi.gather(1, tgt[:, None])[:, 0]
+                nb = self.token_bytes[row[1:]]
+                mask = torch.as_tensor(nb > 0, device=lp.device)
+                nats = -float(torch.where(mask, at_t, torch.zeros_like(at_t)).sum(dtype=torch.float64))
+                if not math.isfinite(nats):
+                    self.nonfinite = True
+                self.nats += nats
+                self.bytes += int(nb.sum())
+                self.scored += int((nb > 0).sum())
+            vals = torch.cat([lpi[:p].gather(1, tgt[:p, None]), lpi[:p].index_select(1, cols)], 1)
+            vals = vals.to("cpu", torch.float32).numpy()
+            if not np.isfinite(vals).all():
+                self.nonfinite = True
+                continue
+            other = self.pending.pop(r, None)
+            if other is None:
+                self.pending[r] = vals
+                continue
+            d = float(np.abs(vals - other).max())
+            self.compared += 1
+            self.max_diff = max(self.max_diff, d)
+            if d > self.tol:
+                t = int(np.abs(vals - other).max(axis=1).argmax())
+                raise ScoreFailure(
+                    "invalid",
+                    f"invalid: the model is not causal (or not deterministic): row {r}'s "
+                    f"log-probabilities at position {t} changed by {d:.3g} nats (tolerance {self.tol:g}) "
+                    f"between two model processes that gave it the same first {p} tokens and different "
+                    "tokens after them",
+                )
+
+
+def make_buffer(B: int, T: int, V: int, device: str):
+    """(kind, buffer with .fd and .close(), float32 [B, T, V] view) for one model process's logits:
+    a CUDA VMM allocation exported as a fd on CUDA (zero copy; AUTORESEARCH_CUDA_TRANSPORT=host
+    forces the host path), else a sealed memfd in host memory."""
+    import torch
+
+    if device.startswith("cuda") and os.environ.get("AUTORESEARCH_CUDA_TRANSPORT", "vmm") == "vmm":
+        from harness.cuda_ipc import VmmBuffer
+
+        idx = torch.device(device).index or 0
+        try:
+            buf = VmmBuffer(B * T * V * 4, idx)
+            return "vmm", buf, buf.tensor((B, T, V))
+        except (OSError, RuntimeError, AttributeError) as e:
+            print(
+                f"harness: CUDA VMM transport unavailable ({e}); copying logits through host memory",
+                flush=True,
+            )
+    buf = LogitsBuffer(B * T * V * 4)
+    view = torch.from_numpy(np.frombuffer(buf.map, dtype=np.float32).reshape(B, T, V))
+    if device.startswith("cuda"):
+        torch.cuda.cudart().cudaHostRegister(view.data_ptr(), view.numel() * 4, 0)
+    return "host", buf, view
+
+
+class ModelProc:
+    """One sandboxed model process and its side of the protocol."""
+
+    def __init__(self, name: str, sp, chan: Channel, log_path: Path):
+        self.name, self.sp, self.chan, self.log_path = name, sp, chan, log_path
+        self.ready: dict | None = None
+        self.buffer: LogitsBuffer | None = None
+        self.view = None
+        self.items: list[tuple[int, bool]] = []
+        self.inflight: list[tuple[int, bool]] | None = None
+        self.kind = "host"
+
+    def failure(self, msg: dict | None) -> ScoreFailure:
+        if msg is not None and msg.get("op") == "fail":
+            status = msg.get("status") if msg.get("status") in ("crash", "invalid", "nan") else "invalid"
+            return ScoreFailure(status, str(msg.get("error"))[:8000])
+        rc = self.sp.poll()
+        how = f"was killed by signal {-rc}" if rc is not None and rc < 0 else f"exited with code {rc}"
+        from harness.supervisor import tail_lines
+
+        return ScoreFailure(
+            "crash",
+            f"crash: a model process of the scoring {how} during evaluation (SIGKILL: possibly out of "
+            f"memory)\n{tail_lines(self.log_path)}",
+        )
+
+
+def score(
+    *,
+    sandbox,
+    data,
+    preset,
+    device: str,
+    seed: int,
+    weights: Path,
+    train_file: Path,
+    run_dir: Path,
+    inprocess: dict | None,
+    count_flops: bool = True,
+    compile_seed: str | None = None,
+    log=print,
+) -> dict:
+    """Score `weights` (a verified safetensors file) with train.py's build_model. Returns the result
+    fields; raises ScoreFailure for the candidate's failures. Anything else is a harness failure."""
+    import torch
+
+    t0 = time.monotonic()
+    deadline = t0 + preset.eval_timeout_seconds
+    device_type = "cuda" if device.startswith("cuda") else "cpu"
+    val = data.val_tokens()
+    rows = eval_rows(val, data.bos_id, preset.eval_batch_size, preset.seq_len, preset.eval_tokens)
+    token_bytes = data.token_bytes()
+    rng = random.SystemRandom()
+    plan = make_plan(rows, val, preset.vocab_size, rng)
+    tally = Tally(plan, token_bytes, device_type)
+    B, T, V = preset.eval_batch_size, preset.seq_len, preset.vocab_size
+
+    procs: list[ModelProc] = []
+    transport = None
+    try:
+        for i, name in enumerate(("a", "b")):
+            scratch = sandbox.private_dir(f"model-{name}")
+            if compile_seed is not None:  # the partition of this train.py, a private copy each
+                compile_cache.seed(scratch, compile_seed, (NOBODY, NOBODY) if sandbox.root_drop else None)
+            wdir = run_dir / f"weights-{name}"
+            wdir.mkdir(mode=0o755)
+            shutil.copyfile(weights, wdir / "weights.safetensors")
+            os.chmod(wdir / "weights.safetensors", 0o444)
+            chan, child = Channel.pair(max_payload=1 << 12)
+            log_path = run_dir / f"model-{name}.log"
+            bw = sandbox.isolation == "bwrap"
+            with open(log_path, "wb") as logf:
+                sp = sandbox.popen(
+                    "harness.modelproc",
+                    scratch=scratch,
+                    threads=preset.threads,
+                    cuda=device_type == "cuda",
+                    ro_files={TRAIN_INSIDE: train_file, WEIGHTS_INSIDE: wdir / "weights.safetensors"},
+                    pass_fds=(child.fileno(),),
+                    log=logf,
+                    extra_env={"AUTORESEARCH_FD": str(child.fileno())},
+                )
+            child.close()
+            mp = ModelProc(name, sp, chan, log_path)
+            mp.items = list(plan.work[i])
+            procs.append(mp)
+            chan.send(
+                {
+                    "op": "spec",
+                    "preset": preset.name,
+                    "device": device,
+                    "seed": int(seed),
+                    "bos_id": data.bos_id,
+                    "threads": preset.threads,
+                    "count_flops": bool(count_flops and i == 0),
+                    "train_file": TRAIN_INSIDE if bw else str(train_file),
+                    "weights": WEIGHTS_INSIDE if bw else str(wdir / "weights.safetensors"),
+                    **(inprocess or {}),
+                }
+            )
+        t_started = time.monotonic()
+
+        def recv_any(timeout: float):
+            socks = {mp.chan.fileno(): mp for mp in procs if mp.sp.poll() is None or mp.chan._buf}
+            r, _, _ = select.select(list(socks) or [procs[0].chan.fileno()], [], [], timeout)
+            out = []
+            for fd in r:
+                mp = socks.get(fd)
+                if mp is None:
+                    continue
+                try:
+                    got = mp.chan.recv(timeout=0)
+                except ChannelClosed:
+                    raise mp.failure(None) from None
+                except ProtocolError as e:
+                    raise ScoreFailure(
+                        "invalid", f"invalid: a model process broke the protocol: {e}"
+                    ) from None
+                if got is not None:
+                    out.append((mp, got[0]))
+            for mp in procs:
+                if mp.sp.poll() is not None and not r:
+                    raise mp.failure(None)
+            return out
+
+        def check_deadline():
+            if time.monotonic() > deadline:
+                raise ScoreFailure(
+                    "timeout", f"timeout: evaluation did not finish within {preset.eval_timeout_seconds:g} s"
+                )
+
+        while any(mp.ready is None for mp in procs):
+            check_deadline()
+            for mp, msg in recv_any(POLL_S):
+                if msg.get("op") == "ready" and mp.ready is None:
+                    mp.ready = msg
+                else:
+                    raise mp.failure(msg)
+        t_ready = time.monotonic()
+        for mp in procs:
+            mp.kind, mp.buffer, mp.view = make_buffer(B, T, V, device)
+            mp.chan.send({"op": "buffer", "rows": B, "kind": mp.kind}, fds=(mp.buffer.fd,))
+        transport = procs[0].kind
+
+        def send_next(mp: ModelProc) -> None:
+            if not mp.items:
+                mp.inflight = None
+                return
+            batch, mp.items = mp.items[:B], mp.items[B:]
+            toks = np.stack([(plan.twins[r] if tw else plan.rows[r])[:-1] for r, tw in batch]).astype(
+                np.int32
+            )
+            mp.inflight = batch
+            mp.chan.send({"op": "forward", "b": len(batch), "t": T}, toks.tobytes())
+
+        for mp in procs:
+            send_next(mp)
+        while any(mp.inflight for mp in procs):
+            check_deadline()
+            for mp, msg in recv_any(POLL_S):
+                if msg.get("op") != "logits" or not mp.inflight or msg.get("b") != len(mp.inflight):
+                    raise mp.failure(msg)
+                batch = mp.inflight
+                logits = mp.view[: len(batch)]
+                if mp.kind == "host" and device_type == "cuda":
+                    logits = logits.to(device, non_blocking=True)
+                lp = torch.log_softmax(logits, dim=-1)
+                if device_type == "cuda":
+                    torch.cuda.current_stream().synchronize()  # read out before the model may overwrite it
+                send_next(mp)  # the model computes the next batch while we score this one
+                tally.add(lp, batch)
+                del lp, logits
+                if tally.nonfinite:
+                    break
+            if tally.nonfinite:
+                break
+        for mp in procs:
+            if mp.sp.poll() is None:
+                mp.chan.send({"op": "exit"})
+    finally:
+        for mp in procs:
+            mp.sp.kill()
+            if mp.view is not None and device_type == "cuda" and mp.kind == "host":
+                with contextlib.suppress(Exception):
+                    torch.cuda.cudart().cudaHostUnregister(mp.view.data_ptr())
+            mp.view = None
+            if mp.buffer is not None:
+                mp.buffer.close()
+            mp.chan.close()
+            with contextlib.suppress(Exception):
+                mp.sp.proc.wait(timeout=10)
+    t_end = time.monotonic()
+    flops = procs[0].ready.get("flops_per_token") if procs and procs[0].ready else None
+    out = {
+        "val_nats": tally.nats,
+        "eval_bytes": tally.bytes,
+        "eval_tokens": tally.scored,
+        "eval_rows": int(len(plan.rows)),
+        "eval_seconds": round(t_end - t0, 3),
+        "eval_startup_seconds": round(t_ready - t_started, 3),
+        "eval_transport": transport,
+        "flops_per_token": flops if isinstance(flops, int | float) else None,
+        "probe": {
+            "rows_compared": tally.compared,
+            "max_diff_nats": tally.max_diff,
+            "tolerance_nats": tally.tol,
+            "columns": TWIN_COLUMNS + 1,
+        },
+    }
+    if tally.nonfinite or not math.isfinite(tally.nats):
+        raise ScoreFailure("nan", "nan: the model's validation log-probabilities are not finite")
+    out["val_bpb"] = bpb(tally.nats, tally.bytes)
+    out["val_loss"] = tally.nats / max(1, tally.scored)
+    return out

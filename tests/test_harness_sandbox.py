@@ -1,0 +1,410 @@
+"""The red team against the operating-system layer: one train.py per class of cheat, each run twice,
+with the in-process checks on and off (AUTORESEARCH_TEST_NO_INPROCESS=1), so the sandbox, the split
+scoring and the harness's clock are shown to hold by themselves.
+
+Every run ends invalid / crash / timeout / nan, or is shown harmless by what the harness itself
+accounts: what the candidate's own attempt printed into the log (ENOENT, never STOLE), files that are
+unchanged, processes that no longer exist, CPU seconds on the harness's clock; never by comparing a
+val_bpb with a timed honest run (fixed-step runs are bit-reproducible, and only those are compared).
+The tiny preset's clock is CPU time, so these runs do not depend on how busy the machine is.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import secrets
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from harness.presets import get_preset, overrun_tolerance
+from harness.protocol import METRIC_KEYS
+from harness.sandbox import ENV_FORCE_NONE, ENV_INPROCESS_OFF, probe
+
+REPO = Path(__file__).resolve().parents[1]
+REDTEAM = REPO / "tests" / "redteam"
+TINY = get_preset("tiny")
+MODES = ["inprocess-on", "inprocess-off"]
+needs_bwrap = pytest.mark.skipif(probe()[0] != "bwrap", reason=f"no sandbox here: {probe()[1]}")
+pytestmark = [pytest.mark.slow]
+
+
+def run(train: Path, tmp: Path, mode: str = "inprocess-on", env: dict | None = None, wrap: str | None = None):
+    out = tmp / "metrics.json"
+    e = dict(os.environ, **(env or {}))
+    e["PYTHONPATH"] = str(REPO)
+    if mode == "inprocess-off":
+        e[ENV_INPROCESS_OFF] = "1"
+    cmd = [
+        sys.executable,
+        "-m",
+        "harness",
+        "run",
+        str(train),
+        "--preset",
+        "tiny",
+        "--out",
+        str(out),
+        "--quiet",
+    ]
+    if wrap:  # run the harness under a shell whose environment (an ancestor's) carries secrets too
+        cmd = ["sh", "-c", f'{wrap} exec "$@"', "sh", *cmd]
+    p = subprocess.run(cmd, cwd=tmp, env=e, capture_output=True, text=True, timeout=400)
+    m = json.loads(out.read_text())
+    log = Path(m["log_path"]).read_text(errors="replace") if m.get("log_path") else ""
+    return p, m, log
+
+
+def adversary(name: str, tmp: Path, **subs) -> Path:
+    src = (REDTEAM / name).read_text()
+    for k, v in subs.items():
+        src = src.replace(f"__{k}__", str(v))
+    path = tmp / name
+    path.write_text(src)
+    return path
+
+
+def alive_with(marker: str) -> list[int]:
+    out = []
+    for pid in os.listdir("/proc"):
+        if pid.isdigit():
+            try:
+                if marker.encode() in Path(f"/proc/{pid}/cmdline").read_bytes():
+                    out.append(int(pid))
+            except OSError:
+                pass
+    return out
+
+
+def sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def assert_result(p, m):
+    assert p.returncode == 0, (p.stderr, m.get("error"))
+    assert set(METRIC_KEYS) <= set(m)
+    assert m["isolation"] == "bwrap" and m["clock"] == "cpu"
+
+
+# -- validation data ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize(
+    "name", ["val_subprocess.py", "val_dirfd.py", "val_dupfd.py", "val_fromfile.py", "readval.py"]
+)
+@needs_bwrap
+def test_validation_data_is_out_of_reach(prepared_tiny, cache_dir, tmp_path, name, mode):
+    p, m, log = run(adversary(name, tmp_path, CACHE=cache_dir), tmp_path, mode)
+    assert_result(p, m)
+    assert "STOLE" not in log
+    assert m["status"] in ("ok", "invalid"), m["error"]
+    if m["status"] == "invalid":
+        assert mode == "inprocess-on" and "validation data never enters training" in m["error"], m["error"]
+
+
+# -- the causality probe ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize(
+    "name", ["probe_call_order.py", "probe_prefix_memory.py", "probe_private_random.py", "noncausal.py"]
+)
+@needs_bwrap
+def test_looking_ahead_is_invalid_however_the_probe_is_evaded(prepared_tiny, tmp_path, name, mode):
+    p, m, _ = run(REDTEAM / name, tmp_path, mode)
+    assert_result(p, m)
+    assert m["status"] == "invalid" and "not causal" in m["error"], m["error"]
+    assert m["val_bpb"] is None
+
+
+# -- the model after train() returns --------------------------------------------------------------------
+
+
+@needs_bwrap
+@pytest.mark.parametrize("mode", MODES)
+def test_a_thread_training_during_evaluation_is_dead_before_scoring(prepared_tiny, tmp_path, mode):
+    p, m, log = run(REDTEAM / "eval_thread.py", tmp_path, mode)
+    assert_result(p, m)
+    assert m["status"] in ("ok", "invalid"), m["error"]
+    size = len(log)
+    time.sleep(1.0)  # the log does not grow: nothing of the sandbox is alive to write to it
+    assert len(Path(m["log_path"]).read_text(errors="replace")) == size
+
+
+@needs_bwrap
+@pytest.mark.parametrize("mode", MODES)
+def test_a_model_that_crashes_in_evaluation_is_the_candidates_crash(prepared_tiny, tmp_path, mode):
+    p, m, _ = run(REDTEAM / "eval_crash.py", tmp_path, mode)
+    assert_result(p, m)
+    assert m["status"] == "crash" and "kaboom" in m["error"], m["error"]
+
+
+# -- results, processes and files outside the sandbox ---------------------------------------------------
+
+
+@needs_bwrap
+@pytest.mark.parametrize("mode", MODES)
+def test_an_escaped_process_cannot_rewrite_the_result(prepared_tiny, tmp_path, mode):
+    marker = f"ESCAPEE-{secrets.token_hex(6)}"
+    out = tmp_path / "metrics.json"
+    p, m, _ = run(adversary("escape_setsid.py", tmp_path, OUT=out, MARKER=marker), tmp_path, mode)
+    assert_result(p, m)
+    time.sleep(1.5)
+    assert not alive_with(marker)
+    again = json.loads(out.read_text())
+    assert again == m and again.get("val_bpb") != 0.01
+    if mode == "inprocess-on":
+        assert m["status"] == "invalid" and "start_new_session" in m["error"], m["error"]
+
+
+@needs_bwrap
+@pytest.mark.parametrize("mode", MODES)
+def test_forged_messages_never_make_a_result(prepared_tiny, tmp_path, mode):
+    p, m, _ = run(REDTEAM / "forge_result.py", tmp_path, mode)
+    assert_result(p, m)
+    assert m["status"] == "invalid" and m["val_bpb"] is None, m["error"]
+
+
+@needs_bwrap
+@pytest.mark.parametrize("mode", MODES)
+def test_nothing_outlives_the_run(prepared_tiny, tmp_path, mode):
+    marker = f"OUTLIVE{secrets.token_hex(6)}"
+    p, m, _ = run(adversary("outlive.py", tmp_path, MARKER=marker), tmp_path, mode)
+    assert_result(p, m)
+    assert m["status"] == "ok", m["error"]
+    assert not alive_with(marker)
+
+
+@needs_bwrap
+@pytest.mark.parametrize("mode", MODES)
+def test_no_bytecode_can_be_planted_in_the_harness(prepared_tiny, tmp_path, mode):
+    harness = REPO / "harness"
+    marker = f"planted{secrets.token_hex(6)}"
+    before = {q: q.stat().st_mtime_ns for q in harness.rglob("*")}
+    p, m, log = run(adversary("pyc_plant.py", tmp_path, HARNESS=harness, MARKER=marker), tmp_path, mode)
+    assert_result(p, m)
+    assert not list(harness.rglob(f"{marker}*"))
+    assert {q: q.stat().st_mtime_ns for q in before if q.exists()} == before
+    assert "PLANTED" not in log
+    assert m["pycache_prefix"] and not m["pycache_prefix"].startswith(str(harness))
+
+
+@needs_bwrap
+@pytest.mark.parametrize("mode", MODES)
+def test_the_data_cache_cannot_be_rewritten(prepared_tiny, cache_dir, tmp_path, mode):
+    files = sorted(prepared_tiny.dir.glob("*"))
+    before = {f: sha(f) for f in files}
+    p, m, log = run(adversary("rewrite_trainbin.py", tmp_path, CACHE=cache_dir), tmp_path, mode)
+    assert_result(p, m)
+    assert "REWROTE" not in log
+    assert {f: sha(f) for f in files} == before
+
+
+@needs_bwrap
+@pytest.mark.parametrize("mode", MODES)
+def test_no_secret_is_reachable(prepared_tiny, tmp_path, mode):
+    home, runner = tmp_path / "home", tmp_path / "actions-runner"
+    token = {
+        k: f"SECRET{k}{secrets.token_hex(8)}"
+        for k in ("GIT", "MODAL", "GH", "RUNNER", "ENV1", "ENV2", "ENV3")
+    }
+    (home / ".config" / "gh").mkdir(parents=True)
+    runner.mkdir()
+    (home / ".git-credentials").write_text(f"https://x:{token['GIT']}@github.com\n")
+    (home / ".modal.toml").write_text(f'[default]\ntoken_id = "{token["MODAL"]}"\n')
+    (home / ".config" / "gh" / "hosts.yml").write_text(f"github.com:\n  oauth_token: {token['GH']}\n")
+    for name in (".credentials", ".runner", ".credentials_rsaparams"):
+        (runner / name).write_text(f'{{"token": "{token["RUNNER"]}"}}\n')
+    env = {"HOME": str(home), "GITHUB_TOKEN": token["ENV1"], "MODAL_TOKEN_SECRET": token["ENV2"]}
+    p, m, log = run(
+        adversary("steal_secrets.py", tmp_path, HOME=home, RUNNER=runner),
+        tmp_path,
+        mode,
+        env=env,
+        wrap=f"ANCESTOR_SECRET={token['ENV3']} ",
+    )
+    assert_result(p, m)
+    assert m["status"] == "ok", m["error"]
+    assert "ENVIRON" in log or "NOPE" in log  # it did look
+    blob = log + json.dumps(m) + p.stdout + p.stderr
+    for t in token.values():
+        assert t not in blob
+
+
+@needs_bwrap
+@pytest.mark.parametrize("mode", MODES)
+def test_home_and_git_hooks_are_out_of_reach(prepared_tiny, tmp_path, mode):
+    home, repo = tmp_path / "home", tmp_path / "checkout"
+    (repo / ".git" / "hooks").mkdir(parents=True)
+    home.mkdir()
+    (home / ".bashrc").write_text("# mine\n")
+    marker = f"HOOKED{secrets.token_hex(6)}"
+    p, m, log = run(
+        adversary("write_home.py", tmp_path, HOME=home, REPO=repo, MARKER=marker),
+        tmp_path,
+        mode,
+        env={"HOME": str(home)},
+    )
+    assert_result(p, m)
+    assert (home / ".bashrc").read_text() == "# mine\n"
+    assert not (repo / ".git" / "hooks" / "pre-commit").exists()
+    assert f"WROTE {home}" not in log and f"WROTE {repo}" not in log
+
+
+@needs_bwrap
+@pytest.mark.parametrize("mode", MODES)
+def test_bending_the_metric_in_process_changes_nothing(prepared_tiny, tmp_path, mode):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    bent = adversary("bend_metric.py", tmp_path / "a")
+    plain = adversary("bend_metric.py", tmp_path / "b")
+    plain.write_text(plain.read_text().replace("ENABLED = True", "ENABLED = False"))
+    p, m, _ = run(bent, tmp_path / "a", mode)
+    assert_result(p, m)
+    if m["status"] == "invalid":  # the static scan, or its patched json.dumps broke its own channel
+        assert mode == "inprocess-on" or "weights" in m["error"] or "protocol" in m["error"], m["error"]
+        return
+    _, twin, _ = run(plain, tmp_path / "b", mode)
+    assert m["status"] == "ok" and twin["status"] == "ok", (m["error"], twin["error"])
+    assert m["val_bpb"] == twin["val_bpb"] and m["eval_tokens"] == twin["eval_tokens"]
+    assert m["num_steps"] == 2
+
+
+@needs_bwrap
+@pytest.mark.parametrize("mode", MODES)
+def test_monkeypatching_torch_in_the_worker_changes_nothing(prepared_tiny, tmp_path, mode):
+    """monkeypatch.py and patch_in_forward.py patch torch / the harness in their own processes; with
+    fixed steps their val_bpb equals honest.py's (same seed, same steps: bit-reproducible)."""
+    ref_src = (REDTEAM / "honest.py").read_text().replace("MAX_STEPS = 0 ", "MAX_STEPS = 1 ")
+    vals = []
+    for i, src in enumerate(
+        [
+            ref_src,
+            (REDTEAM / "monkeypatch.py").read_text().replace("MAX_STEPS = 0 ", "MAX_STEPS = 1 "),
+            (REDTEAM / "patch_in_forward.py").read_text(),
+        ]
+    ):
+        d = tmp_path / str(i)
+        d.mkdir()
+        f = d / "train.py"
+        f.write_text(src)
+        p, m, _ = run(f, d, mode)
+        assert_result(p, m)
+        vals.append((m["status"], m["val_bpb"]))
+    assert vals[0][0] == "ok"
+    for status, v in vals[1:]:
+        assert (status, v) == vals[0]
+
+
+# -- the clock ----------------------------------------------------------------------------------------
+
+
+@needs_bwrap
+@pytest.mark.parametrize("mode", MODES)
+def test_real_batches_before_the_clock_are_training_time(prepared_tiny, tmp_path, mode):
+    p, m, log = run(REDTEAM / "pre_clock_steps.py", tmp_path, mode)
+    assert_result(p, m)
+    assert m["status"] == "ok", m["error"]
+    assert "PRECLOCK clock started: True" in log
+    assert m["train_batches"] >= 37 and m["clock_start"] == "train.py"
+    assert m["training_cpu_seconds"] <= TINY.budget_seconds + overrun_tolerance(TINY)
+
+
+@needs_bwrap
+@pytest.mark.parametrize("mode", MODES)
+def test_training_past_the_budget_is_invalid(prepared_tiny, tmp_path, mode):
+    p, m, _ = run(REDTEAM / "past_budget.py", tmp_path, mode)
+    assert_result(p, m)
+    assert m["status"] == "invalid" and "past the budget" in m["error"], m["error"]
+
+
+@needs_bwrap
+@pytest.mark.parametrize("mode", MODES)
+def test_overrun_is_killed_at_budget_plus_grace(prepared_tiny, tmp_path, mode):
+    p, m, _ = run(REDTEAM / "overrun.py", tmp_path, mode)
+    assert_result(p, m)
+    assert m["status"] == "timeout" and "budget + grace" in m["error"], m["error"]
+    assert m["training_cpu_seconds"] >= TINY.budget_seconds + TINY.grace_seconds
+
+
+def _cpu(log: str, tag: str, key: str) -> float:
+    return float(re.search(rf"{tag} .*{key} ([0-9.]+)", log).group(1))
+
+
+@needs_bwrap
+@pytest.mark.parametrize("mode", MODES)
+def test_a_thread_pool_started_before_the_clock_is_counted(prepared_tiny, tmp_path, mode):
+    p, m, log = run(REDTEAM / "clock_threadpool.py", tmp_path, mode)
+    assert_result(p, m)
+    assert m["status"] == "ok", m["error"]
+    main, pool = _cpu(log, "CPUTIME", "main"), _cpu(log, "CPUTIME", "pool")
+    assert pool > 0.25 * TINY.budget_seconds  # the pool did work after the clock started ...
+    assert main + pool <= m["training_cpu_seconds"] + 0.5  # ... and the harness counted it
+    assert main < 0.8 * TINY.budget_seconds
+
+
+@needs_bwrap
+@pytest.mark.parametrize("mode", MODES)
+def test_work_in_child_processes_is_counted(prepared_tiny, tmp_path, mode):
+    p, m, log = run(REDTEAM / "clock_child.py", tmp_path, mode)
+    assert_result(p, m)
+    assert m["status"] == "ok", m["error"]
+    if m["cpu_counter"] == "proc":
+        pytest.xfail("the /proc counter cannot see children reaped by the kernel (SIGCHLD ignored)")
+    assert _cpu(log, "CPUTIME", "main") < 0.8 * TINY.budget_seconds
+
+
+@needs_bwrap
+@pytest.mark.parametrize("mode", MODES)
+def test_sleeping_while_a_child_works_is_counted(prepared_tiny, tmp_path, mode):
+    p, m, log = run(REDTEAM / "clock_sleep_child.py", tmp_path, mode)
+    assert_result(p, m)
+    assert m["status"] == "ok", m["error"]
+    child = float(re.search(r"CHILDCPU ([0-9.]+)", log).group(1))
+    assert child <= m["training_cpu_seconds"] + 0.5
+    assert (
+        m["training_wall_seconds"] < TINY.budget_seconds * TINY.wall_multiple
+    )  # never reached the wall deadline
+
+
+# -- inputs and the fallback ---------------------------------------------------------------------------
+
+
+def test_a_rewritten_train_bin_is_an_infra_error_naming_it(tmp_path, tmp_path_factory):
+    from harness.data import prepare
+
+    cache = tmp_path_factory.mktemp("own-cache")
+    env = {"AUTORESEARCH_CACHE": str(cache)}
+    old = os.environ.get("AUTORESEARCH_CACHE")
+    os.environ["AUTORESEARCH_CACHE"] = str(cache)
+    try:
+        data = prepare(TINY, progress=False)
+    finally:
+        if old is not None:
+            os.environ["AUTORESEARCH_CACHE"] = old
+    with open(data.dir / "train.bin", "r+b") as f:
+        f.seek(100)
+        f.write(b"\x01\x02")
+    p, m, _ = run(REDTEAM / "honest.py", tmp_path, env=env)
+    assert p.returncode == 3 and m["status"] == "infra_error"
+    assert "train.bin" in m["error"]
+
+
+@pytest.mark.parametrize(
+    "name, status", [("honest.py", "ok"), ("readval.py", "invalid"), ("outlive.py", "ok")]
+)
+def test_without_a_sandbox_the_run_works_and_says_so(prepared_tiny, tmp_path, name, status):
+    marker = f"OUTLIVE{secrets.token_hex(6)}"
+    p, m, log = run(adversary(name, tmp_path, MARKER=marker), tmp_path, env={ENV_FORCE_NONE: "1"})
+    assert p.returncode == 0
+    assert m["isolation"] == "none" and m["isolation_version"] is None
+    assert p.stderr.count("isolation none") == 1 and "bubblewrap" in p.stderr
+    assert m["status"] == status, m["error"]
+    assert not alive_with(marker)
