@@ -14,14 +14,21 @@ import sys
 
 if sys.pycache_prefix is None and __name__ == "__main__":
     # Never read (or write) bytecode beside the harness's sources: a .pyc planted in
-    # harness/__pycache__ would run instead of the verified .py. Re-run this interpreter with a fresh,
-    # private bytecode directory before anything else of the harness is imported. (Only this file
-    # and harness/__init__.py were read before this line; run `python -X pycache_prefix=DIR -m
-    # harness` or set PYTHONPYCACHEPREFIX to cover them too.)
-    import tempfile
+    # harness/__pycache__ would run instead of the verified .py. Re-run this interpreter with the
+    # harness's own bytecode directory (harness/protocol.py: trusted_pycache_dir) before anything else
+    # of the harness is imported. Only this file and harness/__init__.py were read before this line:
+    # the runners set PYTHONPYCACHEPREFIX themselves, which covers those two as well.
+    from harness.protocol import trusted_pycache_dir
 
-    _prefix = tempfile.mkdtemp(prefix="autoresearch-pycache-")
-    os.environ["AUTORESEARCH_PYCACHE_TMP"] = _prefix
+    _prefix = trusted_pycache_dir()
+    try:
+        os.makedirs(_prefix, mode=0o755, exist_ok=True)  # sandboxes read it (bound read-only)
+    except OSError:  # a read-only home: a private directory for this run only
+        import tempfile
+
+        _prefix = tempfile.mkdtemp(prefix="autoresearch-pycache-")
+        os.environ["AUTORESEARCH_PYCACHE_TMP"] = _prefix
+    os.environ.pop("PYTHONDONTWRITEBYTECODE", None)  # that directory is meant to be written (and kept)
     os.execv(
         sys.executable, [sys.executable, "-X", f"pycache_prefix={_prefix}", "-m", "harness", *sys.argv[1:]]
     )

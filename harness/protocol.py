@@ -59,6 +59,28 @@ def training_wall_deadline_seconds(preset) -> float:
     return preset.budget_seconds + preset.grace_seconds
 
 
+def trusted_pycache_dir(environ=None) -> str:
+    """Where trusted harness processes keep bytecode: `PYTHONPYCACHEPREFIX` for `python -m harness`.
+
+    With a prefix set, Python never reads or writes a `__pycache__` beside a source file, so a .pyc
+    planted in harness/__pycache__ is never run. This directory lives in the harness's own cache
+    (never in any sandbox's view as writable: sandboxes read it, see harness/sandbox.py), so it stays
+    warm between runs: torch's thousands of modules compile once, not in every process. A caller
+    that starts the harness sets PYTHONPYCACHEPREFIX to it, which also covers harness/__init__.py and
+    __main__.py; `python -m harness` run by hand re-executes itself with it. `environ`: the
+    environment the harness will run with (default: this process's)."""
+    import os
+    import sys
+
+    env = os.environ if environ is None else environ
+    home = env.get("HOME") or os.path.expanduser("~")
+    root = env.get("AUTORESEARCH_CACHE") or os.path.join(
+        env.get("XDG_CACHE_HOME") or os.path.join(home, ".cache"), "autoresearch-ci"
+    )
+    tag = sys.implementation.cache_tag or "python"
+    return os.path.join(os.path.abspath(os.path.expanduser(root)), "pycache", tag)
+
+
 def exit_reason(returncode: int | None, *, timed_out: bool = False, seconds: float = 0.0) -> str:
     """Why a harness run that did not produce a result failed, in one line (for infra_error)."""
     if timed_out:

@@ -55,6 +55,7 @@ from pathlib import Path
 NOBODY = 65534  # the uid and gid candidate code runs as
 INSIDE_ROOT = "/opt/autoresearch"  # where the harness is mounted in the sandbox (PYTHONPATH)
 INSIDE_SCRATCH = "/scratch"  # the private writable directory, also $HOME
+INSIDE_PYCACHE = f"{INSIDE_ROOT}/pycache"  # the trusted bytecode directory, read-only
 PR_SET_NO_NEW_PRIVS = 38
 PR_SET_CHILD_SUBREAPER = 36
 PR_SET_PDEATHSIG = 1
@@ -261,6 +262,17 @@ def _cuda_paths() -> tuple[list[str], list[str]]:
     return devs, dirs
 
 
+def _trusted_pycache() -> str | None:
+    """This process's bytecode directory when it is the harness's own (harness/protocol.py), else None."""
+    from harness.protocol import trusted_pycache_dir
+
+    prefix = sys.pycache_prefix
+    trusted = os.path.realpath(trusted_pycache_dir())
+    if prefix and os.path.realpath(prefix) == trusted and os.path.isdir(prefix):
+        return prefix
+    return None
+
+
 def sandbox_env(scratch_inside: str, threads: int, extra: dict | None = None) -> dict[str, str]:
     """The whole environment of a sandboxed process: nothing inherited but what is named here."""
     env = {
@@ -271,7 +283,10 @@ def sandbox_env(scratch_inside: str, threads: int, extra: dict | None = None) ->
         "LANG": "C.UTF-8",
         "TMPDIR": "/tmp",
         "PYTHONPATH": INSIDE_ROOT,
-        "PYTHONPYCACHEPREFIX": f"{scratch_inside}/.pycache",
+        # Bytecode comes only from the harness's own directory (written by trusted processes, bound
+        # read-only here) and is never written: no .pyc beside any source is read or planted.
+        "PYTHONPYCACHEPREFIX": INSIDE_PYCACHE,
+        "PYTHONDONTWRITEBYTECODE": "1",
         "PYTHONNOUSERSITE": "1",
         "PYTHONUNBUFFERED": "1",
         "PYTHONHASHSEED": "0",
@@ -368,7 +383,7 @@ class Sandbox:
             if os.getuid() == 0 and not self.root_drop:
                 env["AUTORESEARCH_KEEP_UID"] = "1"
             env["PYTHONPATH"] = str(self.harness_dir.parent)
-            env["PYTHONPYCACHEPREFIX"] = str(scratch / ".pycache")
+            env["PYTHONPYCACHEPREFIX"] = _trusted_pycache() or str(scratch / ".pycache")
             return [py, *flags, "-m", module], env, str(scratch)
         v = View()
         v.args += ["--clearenv"]
@@ -389,6 +404,11 @@ class Sandbox:
             if any(h.startswith(r + "/") for r in roots):
                 v.args += ["--tmpfs", h]
         v.ro(str(self.harness_dir), f"{INSIDE_ROOT}/harness")
+        pyc = _trusted_pycache()
+        if pyc:
+            v.ro(pyc, INSIDE_PYCACHE)
+        else:
+            v.args += ["--tmpfs", INSIDE_PYCACHE]
         for inside, host in ro_files.items():
             v.ro(str(host), inside)
         v.rw(str(scratch), INSIDE_SCRATCH)

@@ -33,7 +33,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness.protocol import EXIT_RESULT, EXIT_USAGE, exit_reason, hard_deadline_seconds
+from harness.protocol import EXIT_RESULT, EXIT_USAGE, exit_reason, hard_deadline_seconds, trusted_pycache_dir
 
 # Environment variables the training process must never see. Matched case-insensitively.
 SECRET_PATTERNS = (
@@ -98,6 +98,11 @@ def harness_env(
     env["PYTHONPATH"] = os.pathsep.join(parts)
     env["PYTHONUNBUFFERED"] = "1"  # progress lines arrive as they are printed, not at exit
     env.pop("PYTHONSTARTUP", None)
+    # Bytecode only from the harness's own directory, from the very first import (harness/__init__):
+    # a .pyc planted beside the harness's sources is never read (harness/protocol.py).
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    env["PYTHONPYCACHEPREFIX"] = prefix = trusted_pycache_dir(env)
+    os.makedirs(prefix, mode=0o755, exist_ok=True)
     return env
 
 
