@@ -26,6 +26,11 @@ def _secret(name: str, why: str) -> str:
     return value
 
 
+def actions_run_id() -> str | None:
+    """The Actions run this process is part of (the same for every re-run attempt of its jobs)."""
+    return os.environ.get("GITHUB_RUN_ID") or None
+
+
 def actions_run_url() -> str | None:
     """The Actions run this process is part of (for provenance links and status details), if any."""
     server, repo, run = (
@@ -55,7 +60,9 @@ def make_forge(cfg: Config, repo: Path, kind: str | None = None):
         from autoresearch_ci.forge.github import GitHubForge
 
         token = _secret(
-            "GITHUB_TOKEN", "the github forge needs a token with contents and pull-requests write"
+            "GITHUB_TOKEN",
+            "the github forge needs the job's token (`env: GITHUB_TOKEN: ${{ github.token }}`), with "
+            "the permissions the workflow gives that job",
         )
         slug = cfg.github.repo or os.environ.get("GITHUB_REPOSITORY", "")
         if not slug:
@@ -73,7 +80,7 @@ def make_forge(cfg: Config, repo: Path, kind: str | None = None):
     raise ValueError(f"unknown forge {kind!r}: choose local or github")
 
 
-def make_runner(cfg: Config, repo: Path, kind: str | None = None):
+def make_runner(cfg: Config, repo: Path, kind: str | None = None, *, calls_file: str | Path | None = None):
     kind = kind or cfg.runner
     if kind in ("local", "self-hosted"):
         from autoresearch_ci.runners.local import LocalRunner
@@ -87,6 +94,7 @@ def make_runner(cfg: Config, repo: Path, kind: str | None = None):
             gpu=cfg.modal.gpu,
             timeout_margin_s=cfg.modal.timeout_margin_seconds,
             max_infra_retries=cfg.modal.infra_retries,
+            calls_file=calls_file,
         )
     raise ValueError(f"unknown runner {kind!r}: choose local, self-hosted or modal")
 

@@ -154,6 +154,12 @@ class GitHubConfig(_Section):
     labels: tuple[str, ...] = ("autoresearch",)
     merge_mode: Literal["squash", "auto"] = "squash"  # squash now, or enable auto-merge and let rules decide
     api_url: str = "https://api.github.com"
+    # A keep whose runs had no sandbox (metrics "isolation": "none": bubblewrap could not start) is
+    # not merged by the GitHub loop unless this is true: the PR stays open for a person, with why.
+    allow_unisolated_merge: bool = False
+    # A candidate left without a result (its train or judge job died, or its runs were infra
+    # errors) is trained again by this many later ticks, then closed with its reason.
+    retrain_limit: int = Field(2, ge=0, le=10)
 
 
 class ModalConfig(_Section):

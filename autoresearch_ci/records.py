@@ -60,6 +60,10 @@ class RunMetrics(BaseModel):
     device: str | None = None
     torch_version: str | None = None
     error: str | None = None
+    # How the candidate's code was confined: "bwrap" (its own namespaces, see harness/sandbox.py)
+    # or "none" (bubblewrap could not start: in-process defences only). None: a harness that does
+    # not say (before the sandbox).
+    isolation: str | None = None
 
 
 class RunRequest(BaseModel):
@@ -228,6 +232,7 @@ class ExperimentRecord(BaseModel):
     verdict: Verdict | None = None
     merged_commit: str | None = None
     forge_error: str | None = None  # a merge/close that failed after the verdict (the verdict still stands)
+    held: str | None = None  # why a keep was left for a person to merge (the verdict still stands)
     llm: LLMUsage = Field(default_factory=LLMUsage)
     gpu_seconds: float = 0.0
     cost_usd: float = 0.0

@@ -113,10 +113,11 @@ def run_short(train_file: str, budget: float, seed: int, preset_name: str = "gpu
     import torch
 
     sys.path.insert(0, str(REPO))
+    from harness.evaluate import evaluate
+
     from harness.context import Context
     from harness.data import load_prepared
     from harness.dataloader import piece_starts
-    from harness.evaluate import evaluate
     from harness.mfu import mfu_percent, peak_flops
     from harness.presets import get_preset
 

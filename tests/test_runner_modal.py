@@ -352,3 +352,224 @@ def test_prepare_data_local_is_idempotent(prepared_tiny):
 
     reply = json.loads(prepare_data.local("tiny"))
     assert reply["preset"] == "tiny" and reply["seconds"] >= 0
+
+
+# -- bounded waits, and nothing left running ------------------------------------------------------
+
+
+class BlockingCall(FakeCall):
+    """A call that runs until it is cancelled (or its get() times out), like a GPU run still going."""
+
+    def __init__(self, object_id):
+        super().__init__()
+        self.object_id = object_id
+        self.cancel_event = threading.Event()
+        self.waited = []
+
+    def get(self, timeout=None):
+        self.waited.append(timeout)
+        if not self.cancel_event.wait(timeout):
+            raise TimeoutError()
+        raise mx.RemoteError("cancelled")
+
+    def cancel(self, terminate_containers=False):
+        self.cancelled = terminate_containers
+        self.cancel_event.set()
+
+
+def test_no_wait_outlasts_the_deadline_and_what_is_left_is_cancelled_not_retried(tmp_path):
+    blocking = BlockingCall("fc-1")
+    fn = FakeFunction([blocking])
+    r = ModalRunner(backoff_s=0, max_infra_retries=2, prepare=False, calls_file=tmp_path / "calls.jsonl")
+    r.deadline = time.monotonic() + 30.5  # CANCEL_MARGIN_S (30) before it: half a second of waiting
+    t0 = time.monotonic()
+    out = runner(r._real_call(fn), max_infra_retries=2)
+    out.deadline = r.deadline
+    (res,) = out.run_many([request()])
+    assert time.monotonic() - t0 < 5
+    assert res.metrics is None and "time limit" in res.infra_error and res.attempts == 1  # not retried
+    assert blocking.waited and blocking.waited[0] <= 0.5 + 0.01  # get() was cut at the deadline
+    assert blocking.cancelled is True  # the GPU run was cancelled, containers too
+    assert [json.loads(x)["call_id"] for x in (tmp_path / "calls.jsonl").read_text().splitlines()] == ["fc-1"]
+
+
+def test_after_the_deadline_no_call_starts():
+    r = runner(lambda p, t: pytest.fail("called"), max_infra_retries=2)
+    r.deadline = time.monotonic() + 1  # already inside the cancel margin
+    (res,) = r.run_many([request()])
+    assert res.attempts == 1 and "time limit" in res.infra_error
+
+
+def test_an_interrupted_dispatch_cancels_every_call_in_flight():
+    """SIGINT (GitHub's first signal to a step of a cancelled or timed-out job; the train command turns
+    SIGTERM into the same) interrupts the dispatch: every call still running is cancelled, containers
+    too, before the exception goes on."""
+    import signal as sig
+
+    calls = [BlockingCall("fc-a"), BlockingCall("fc-b")]
+    fn = FakeFunction(list(calls))
+    r = ModalRunner(backoff_s=0, max_infra_retries=0, prepare=False)
+    r._call = r._real_call(fn)
+    timer = threading.Timer(0.5, lambda: os.kill(os.getpid(), sig.SIGINT))
+    timer.start()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            r.run_many([request(seed=0), request(seed=1)])
+    finally:
+        timer.cancel()
+    assert [c.cancelled for c in calls] == [True, True] and r._inflight == {}
+
+
+def test_cancel_calls_from_the_journal(tmp_path):
+    from autoresearch_ci.runners.modal import cancel_calls, read_call_ids
+
+    journal = tmp_path / "calls.jsonl"
+    journal.write_text('{"call_id": "fc-a"}\n{"call_id": "fc-b"}\nnot json\n{"call_id": "fc-a"}\n')
+    assert read_call_ids(journal) == ["fc-a", "fc-b"]
+    assert read_call_ids(tmp_path / "none.jsonl") == []
+    seen = []
+
+    class Ref:
+        def __init__(self, cid):
+            self.cid = cid
+
+        def cancel(self, terminate_containers=False):
+            if self.cid == "fc-b":
+                raise mx.NotFoundError("gone")
+            seen.append((self.cid, terminate_containers))
+
+    assert cancel_calls(read_call_ids(journal), from_id=Ref) == ["fc-a"]
+    assert seen == [("fc-a", True)]
+
+
+def _standin_env(tmp_path: Path, **config) -> dict:
+    d = tmp_path / "modal"
+    d.mkdir(exist_ok=True)
+    cfg = {"token_id": "ak", "token_secret": "as", "deployed": ["autoresearch-ci"], **config}
+    (d / "config.json").write_text(json.dumps(cfg))
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MODAL_", "GITHUB_"))}
+    env.update(
+        FAKE_MODAL_DIR=str(d),
+        MODAL_TOKEN_ID="ak",
+        MODAL_TOKEN_SECRET="as",
+        PYTHONPATH=os.pathsep.join([str(REPO / "tests" / "support" / "modal_standin"), str(REPO)]),
+    )
+    return env
+
+
+def test_the_cancel_modal_command_cancels_what_the_journal_lists(tmp_path):
+    env = _standin_env(tmp_path)
+    journal = tmp_path / "calls.jsonl"
+    journal.write_text('{"call_id": "fc-1"}\n{"call_id": "fc-2"}\n')
+    proc = subprocess.run(
+        [sys.executable, "-m", "autoresearch_ci.cli", "cancel-modal", "--calls", str(journal)],
+        env=env, capture_output=True, text=True, timeout=120, cwd=tmp_path,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    cancelled = [json.loads(x) for x in (tmp_path / "modal" / "cancelled.jsonl").read_text().splitlines()]
+    assert cancelled == [
+        {"call_id": "fc-1", "terminate_containers": True},
+        {"call_id": "fc-2", "terminate_containers": True},
+    ]
+
+
+@pytest.mark.slow
+def test_sigterm_to_the_train_command_cancels_its_modal_calls(tmp_path, prepared_tiny):
+    """What GitHub does to a step of a cancelled or timed-out job: SIGINT, then SIGTERM."""
+    import signal as sig
+
+    from autoresearch_ci.steps.state import TickState
+
+    env = _standin_env(tmp_path)
+    hang = "import time\ntime.sleep(120)\n"  # a run still going when the job ends
+    state = TickState(
+        tick_id="t-1", base_commit="0" * 40, preset="tiny", runner="modal", forge="local",
+        base_files={"train.py": hang}, baseline_seeds_needed=[0],
+    )  # fmt: skip
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    (repo / "autoresearch.toml").write_text('preset = "tiny"\n')
+    (repo / "tick.json").write_text(state.model_dump_json())
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "autoresearch_ci.cli", "train", "--tick", "tick.json", "--runner", "modal",
+         "--calls-file", "calls.jsonl", "--out", "results.json"],
+        cwd=repo, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    calls = tmp_path / "modal" / "calls.jsonl"
+    deadline = time.monotonic() + 60
+    while not calls.exists() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert calls.exists(), "no call was spawned"
+    time.sleep(1)
+    proc.send_signal(sig.SIGTERM)
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 130, out
+    spawned = [json.loads(x)["call_id"] for x in calls.read_text().splitlines()]
+    cancelled = [
+        json.loads(x)["call_id"] for x in (tmp_path / "modal" / "cancelled.jsonl").read_text().splitlines()
+    ]
+    assert spawned and set(spawned) <= set(cancelled)
+    assert [json.loads(x)["call_id"] for x in (repo / "calls.jsonl").read_text().splitlines()] == spawned
+
+
+# -- the app: no network where candidates run, the sandbox installed, a harness probe without GPU ------
+
+
+def test_the_run_function_has_no_network_and_the_image_has_bubblewrap(tmp_path):
+    code = r"""
+import json, modal
+seen = {}
+real = modal.App.function
+def spy(self, *a, **kw):
+    deco = real(self, *a, **kw)
+    def wrap(f):
+        seen[f.__name__] = {k: v for k, v in kw.items() if k in ("block_network", "gpu", "cpu")}
+        return deco(f)
+    return wrap
+modal.App.function = spy
+apt = []
+real_apt = modal.Image.apt_install
+def apt_spy(self, *pkgs, **kw):
+    apt.extend(pkgs)
+    return real_apt(self, *pkgs, **kw)
+modal.Image.apt_install = apt_spy
+import autoresearch_ci.runners.modal_app as m
+print(json.dumps({"seen": seen, "apt": apt}))
+"""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MODAL_", "AUTORESEARCH_MODAL_"))}
+    env.update(MODAL_CONFIG_PATH=str(tmp_path / "missing.toml"), PYTHONPATH=str(REPO))
+    res = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True, timeout=120
+    )
+    assert res.returncode == 0, res.stderr
+    got = json.loads(res.stdout.strip().splitlines()[-1])
+    assert got["seen"]["run_candidate"]["block_network"] is True
+    assert (
+        got["seen"]["harness_info"].get("block_network") is True and "gpu" not in got["seen"]["harness_info"]
+    )
+    assert "block_network" not in got["seen"]["prepare_data"]  # climbmix is downloaded there
+    assert "bubblewrap" in got["apt"]
+
+
+def test_harness_info_reports_this_harness(prepared_tiny):
+    from autoresearch_ci.runners.modal_app import harness_info
+    from harness.integrity import harness_sha256
+
+    info = json.loads(harness_info.local())
+    assert info["harness_sha256"] == harness_sha256() and "isolation" in info
+
+
+def test_data_preparation_is_waited_for_no_longer_than_the_deadline():
+    from autoresearch_ci.runners.modal import CANCEL_MARGIN_S
+
+    blocking = BlockingCall("fc-prepare")
+    prep = FakeFunction([blocking])
+    r = ModalRunner(backoff_s=0, prepare=False)
+    r.deadline = time.monotonic() + CANCEL_MARGIN_S + 0.3
+    from autoresearch_ci.runners.process import AttemptFailed
+
+    with pytest.raises(AttemptFailed, match="still running on Modal") as e:
+        r._prepare_remote(prep, "tiny")
+    assert e.value.retry is False and blocking.cancelled is None  # left to finish for the next tick
+    failed = r._prepare("tiny", lambda p: r._prepare_remote(prep, p))
+    assert failed is not None and "time limit" in failed.reason  # after the deadline: no call at all

@@ -3,8 +3,11 @@
 What runs is what the workflow runs: `autoresearch-ci budget-check`, `propose --forge github
 --proposer anthropic`, `train --runner local` and `judge --forge github`, each in a process of its
 own, in a fresh clone of the repository (as every Actions job checks out anew; the train job's clone
-is shallow, as actions/checkout's default), with only the variables and secrets its job carries, and
-handing state on only through tick.json and results.json.
+is shallow, as actions/checkout's default), handing state on only through tick.json and
+results.json. Each step runs as its job in .github/workflows/autoresearch.yml (read with a YAML
+parser): with a GITHUB_TOKEN holding that job's `permissions:` and nothing more (the fake GitHub
+enforces them, git pushes included, and the repository starts without its label), and with only the
+secrets that job's steps name. tests/test_fork_tick.py plays the workflow itself, job by job.
 
 - GitHub: the fake REST server (tests/support/fake_github.py) on 127.0.0.1, driven by the real
   PyGithub over HTTP and backed by a bare git repository that the clones push to as `origin`;
@@ -24,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from support.actions import job_permissions, load, secrets_exposed
 from support.fake_anthropic import FakeAnthropic, tool_reply
 from support.fake_github import FakeGitHub
 from support.tick_fixtures import (
@@ -46,6 +50,20 @@ from autoresearch_ci.steps.state import TickResults, TickState
 SLUG = "o/r"
 TOKEN = "ghs_test_token"
 RUN_URL = "https://github.test/o/r/actions/runs/4242"
+WORKFLOW = load()
+# The job of autoresearch.yml each step of these tests plays (training on this machine: self-hosted).
+JOBS = {"budget": "preflight", "propose": "propose", "train": "train-self-hosted", "judge": "judge"}
+
+
+def job_carries(job: str) -> tuple[dict[str, str], bool, bool]:
+    """(permissions, carries GITHUB_TOKEN, carries ANTHROPIC_API_KEY) of a workflow job."""
+    spec = WORKFLOW["jobs"][job]
+    steps = json.dumps(spec["steps"])
+    return (
+        job_permissions(WORKFLOW, job),
+        "github.token" in steps,
+        "ANTHROPIC_API_KEY" in secrets_exposed(spec),
+    )
 
 
 @dataclass
@@ -56,6 +74,7 @@ class World:
     llm: FakeAnthropic
     jobs: int = 0
     last: dict[str, Path] = field(default_factory=dict)
+    run_id: str = "4241"  # the Actions run the steps belong to (a tick is a run; ci_tick moves it on)
 
     def checkout(self, name: str, shallow: bool = False) -> Path:
         """A fresh clone of origin's main, as actions/checkout makes for each job."""
@@ -71,21 +90,22 @@ class World:
         return dest
 
     def step(
-        self, job: str, *args: str, token: bool = False, llm: bool = False, shallow: bool = False
+        self, job: str, *args: str, shallow: bool = False, run_id: str | None = None
     ) -> subprocess.CompletedProcess:
-        """One CLI step of one job, with the environment that job has in the workflow."""
+        """One CLI step of one job, with the token, permissions and secrets that job has in the workflow."""
+        permissions, token, llm = job_carries(JOBS.get(job, "preflight"))
         repo = self.checkout(job, shallow=shallow)
         self.last[job] = repo
         env = {
             "GITHUB_REPOSITORY": SLUG,
             "GITHUB_API_URL": self.gh.base_url,
             "GITHUB_SERVER_URL": "https://github.test",
-            "GITHUB_RUN_ID": "4242",
+            "GITHUB_RUN_ID": run_id or self.run_id,
             "GITHUB_OUTPUT": str(repo.parent / f"{repo.name}.output"),
             "GITHUB_STEP_SUMMARY": str(repo.parent / f"{repo.name}.summary.md"),
         }
         if token:
-            env["GITHUB_TOKEN"] = TOKEN
+            env["GITHUB_TOKEN"] = self.gh.add_token(f"ghs_{job}_{self.jobs}", permissions)
         if llm:
             env |= {"ANTHROPIC_API_KEY": "sk-test", "ANTHROPIC_BASE_URL": self.llm.url}
         return run_step([args[0], "--repo", str(repo), *args[1:]], ci_env(env))
@@ -114,7 +134,10 @@ def world(tmp_path, cache_dir):
     (seed / "train.py").write_text(weak_train_py((seed / "train.py").read_text()), encoding="utf-8")
     commit_all(g, "a deliberately weak train.py for the test")
     subprocess.run(["git", "clone", "-q", "--bare", str(seed), str(tmp_path / "origin.git")], check=True)
-    with FakeGitHub(tmp_path / "origin.git", slug=SLUG, token=TOKEN) as gh, FakeAnthropic() as llm:
+    with (
+        FakeGitHub(tmp_path / "origin.git", slug=SLUG, token=TOKEN, enforce_git=True, labels=()) as gh,
+        FakeAnthropic() as llm,
+    ):
         yield World(tmp_path, Git(tmp_path / "origin.git"), gh, llm)
 
 
@@ -134,8 +157,6 @@ def propose(w: World, tick_json: Path) -> TickState:
         "local",
         "--out",
         str(tick_json),
-        token=True,
-        llm=True,
     )
     return TickState.model_validate_json(tick_json.read_text(encoding="utf-8"))
 
@@ -144,6 +165,7 @@ def ci_tick(w: World, name: str, hypothesis: str, train_py: str) -> tuple[TickSt
     """budget-check, propose, train and judge, each as its own job."""
     art = w.tmp / "artifacts" / name
     tick_json, results_json = art / "tick.json", art / "results.json"
+    w.run_id = str(int(w.run_id) + 1)  # every tick is an Actions run of its own
     w.llm.push(reply(hypothesis, train_py))
     w.step("budget", "budget-check")
     assert w.output("budget") == {"go": "true"}
@@ -169,7 +191,6 @@ def ci_tick(w: World, name: str, hypothesis: str, train_py: str) -> tuple[TickSt
         str(tick_json),
         "--results",
         str(results_json),
-        token=True,
     )
     results = TickResults.model_validate_json(results_json.read_text(encoding="utf-8"))
     return state, results, tick_json, results_json
@@ -188,7 +209,6 @@ def assert_judge_rerun_changes_nothing(w: World, tick_json: Path, results_json: 
         str(tick_json),
         "--results",
         str(results_json),
-        token=True,
     )
     assert w.writes(before_log) == []
     assert refs(w.bare) == before_refs
@@ -309,15 +329,27 @@ def test_a_502_on_pull_request_creation_still_opens_exactly_one_pr(world, answer
     assert "(https://github.test/o/r/pull/1)" in w.summary("propose")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="propose mints a new tick id and new experiment ids on every run, so re-running the "
-    "propose job (same Actions run) opens a second PR and leaves the first one open",
-)
 def test_rerunning_the_propose_job_opens_no_second_pr(world):
+    """ "Re-run jobs" runs propose again in the same Actions run: the ids derive from the run, so the
+    re-run finds the candidate the first attempt opened and takes it up, without asking the LLM."""
     w = world
     text = set_knobs(w.main_train_py(), LOGIT_PENALTY="0.0")
     w.llm.push(reply("Remove the logit bonus.", text), reply("Remove the logit bonus.", text))
-    propose(w, w.tmp / "a" / "tick.json")
-    propose(w, w.tmp / "b" / "tick.json")  # "Re-run failed jobs" after the artifact upload failed
-    assert len(w.gh.pulls) == 1
+    first = propose(w, w.tmp / "a" / "tick.json")
+    again = propose(w, w.tmp / "b" / "tick.json")  # "Re-run failed jobs" after the artifact upload failed
+    assert len(w.gh.pulls) == 1 and len(w.llm.requests) == 1
+    assert again.tick_id == first.tick_id
+    assert [c.candidate for c in again.candidates] == [c.candidate for c in first.candidates]
+    assert [c.proposal.hypothesis for c in again.candidates] == ["Remove the logit bonus."]
+
+
+def test_a_new_run_proposes_anew(world):
+    """Another Actions run (the next tick) gets ids of its own."""
+    w = world
+    text = set_knobs(w.main_train_py(), LOGIT_PENALTY="0.0")
+    w.llm.push(reply("Remove the logit bonus.", text), reply("Remove the logit bonus.", text))
+    first = propose(w, w.tmp / "a" / "tick.json")
+    w.step("propose", "propose", "--forge", "github", "--proposer", "anthropic", "--runner", "local",
+           "--out", str(w.tmp / "b" / "tick.json"), run_id="4299")  # fmt: skip
+    second = TickState.model_validate_json((w.tmp / "b" / "tick.json").read_text())
+    assert second.tick_id != first.tick_id and len(w.gh.pulls) == 2

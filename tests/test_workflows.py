@@ -1,80 +1,44 @@
-"""The workflows: actionlint finds nothing, and the security shape holds (secrets only in their jobs,
-least-privilege permissions, a timeout on every job, one tick at a time, thin steps).
-
-The structural checks read the YAML as text (the files are written in one consistent layout: jobs
-at two spaces, their keys at four), so they need no YAML library; where PyYAML is installed one
-more test cross-checks the same facts on the parsed documents.
+"""The workflows: actionlint finds nothing, and the shape a fork relies on holds: secrets only in their
+jobs (as values only where used, as booleans in the preflight), least-privilege permissions, a
+timeout on every job and every wait inside it, one tick at a time, thin steps, uploads a re-run can
+repeat, the guard command where no secret is, the self-hosted job's data. The files are read with a
+YAML parser (PyYAML, in the dev extra) and their expressions evaluated with tests/support/actions.py.
 """
 
 from __future__ import annotations
 
 import json
 import re
+import shlex
 import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
+import yaml
+from support.actions import evaluate, job_permissions, load, secrets_exposed, secrets_named
 
 REPO = Path(__file__).resolve().parents[1]
 WORKFLOWS = REPO / ".github" / "workflows"
 TICK = WORKFLOWS / "autoresearch.yml"
 CI = WORKFLOWS / "ci.yml"
+DOC = load(TICK)
+JOBS = DOC["jobs"]
 
 
-def _code(text: str) -> str:
-    """The text without comment lines and trailing comments (crude, enough for these files)."""
-    out = []
-    for line in text.splitlines():
-        if line.lstrip().startswith("#"):
-            continue
-        out.append(re.sub(r"\s+#\s.*$", "", line))
-    return "\n".join(out)
+def runs(job: str) -> list[str]:
+    """The shell of each `run:` step of a job (folded scalars come back as one line)."""
+    return [" ".join(s["run"].split()) for s in JOBS[job]["steps"] if "run" in s]
 
 
-def jobs_of(path: Path) -> dict[str, str]:
-    """Job name -> the job's text (comments stripped)."""
-    lines = _code(path.read_text()).splitlines()
-    start = lines.index("jobs:")
-    jobs: dict[str, list[str]] = {}
-    current = None
-    for line in lines[start + 1 :]:
-        if re.match(r"^\S", line):
-            break
-        m = re.match(r"^  ([A-Za-z0-9_-]+):\s*$", line)
-        if m:
-            current = m.group(1)
-            jobs[current] = []
-        elif current is not None:
-            jobs[current].append(line)
-    return {k: "\n".join(v) for k, v in jobs.items()}
+def uses(job: str, action: str) -> list[dict]:
+    return [s for s in JOBS[job]["steps"] if s.get("uses", "").split("@")[0] == action]
 
 
-def top_level(path: Path) -> str:
-    """Everything before `jobs:`."""
-    code = _code(path.read_text())
-    return code[: code.index("\njobs:")]
-
-
-def run_commands(job_text: str) -> list[str]:
-    """The shell of each `run:` step, folded scalars (`>-`) joined into one line."""
-    lines = job_text.splitlines()
-    out = []
-    for i, line in enumerate(lines):
-        m = re.match(r"^(\s*)(?:- )?run:\s*(.*)$", line)
-        if not m:
-            continue
-        value = m.group(2).strip()
-        if value in (">-", ">", "|", "|-"):
-            indent = len(m.group(1))
-            body = []
-            for nxt in lines[i + 1 :]:
-                if nxt.strip() and len(nxt) - len(nxt.lstrip()) <= indent:
-                    break
-                body.append(nxt.strip())
-            value = " ".join(b for b in body if b)
-        out.append(value)
-    return out
+def argv(job: str, command: str) -> list[str]:
+    """The arguments of the job's `autoresearch-ci COMMAND` step."""
+    (cmd,) = [r for r in runs(job) if r.startswith(f"autoresearch-ci {command} ")]
+    return shlex.split(cmd)
 
 
 # --------------------------------------------------------------------------------------- actionlint
@@ -113,123 +77,243 @@ def test_actionlint_finds_nothing():
 # ----------------------------------------------------------------------------------- the tick workflow
 
 
-def test_every_job_has_a_timeout_and_its_own_permissions():
-    for path in (TICK, CI):
-        jobs = jobs_of(path)
-        assert jobs, path
-        for name, text in jobs.items():
-            assert re.search(r"^    timeout-minutes: \d+$", text, re.M), (
-                f"{path.name}:{name} has no timeout-minutes"
-            )
-    for name, text in jobs_of(TICK).items():
-        assert re.search(r"^    permissions:", text, re.M), f"{name} must say which permissions it needs"
-    assert re.search(r"^permissions: \{\}$", top_level(TICK), re.M), (
-        "the workflow default must be no permissions"
+def test_the_jobs_and_what_each_waits_for():
+    assert list(JOBS) == [
+        "preflight",
+        "preflight-modal",
+        "preflight-self-hosted",
+        "propose",
+        "guard",
+        "train-modal",
+        "train-self-hosted",
+        "judge",
+        "publish",
+    ]
+    assert JOBS["preflight-modal"]["needs"] == JOBS["preflight-self-hosted"]["needs"] == "preflight"
+    assert JOBS["propose"]["needs"] == ["preflight", "preflight-modal", "preflight-self-hosted"]
+    assert JOBS["guard"]["needs"] == ["preflight", "propose"]
+    assert (
+        JOBS["train-modal"]["needs"]
+        == JOBS["train-self-hosted"]["needs"]
+        == ["preflight", "propose", "guard"]
     )
+    assert JOBS["judge"]["needs"] == ["preflight", "propose", "guard", "train-modal", "train-self-hosted"]
+    assert JOBS["publish"]["needs"] == "judge"
 
 
-def test_jobs_are_the_expected_pipeline():
-    jobs = jobs_of(TICK)
-    assert list(jobs) == ["budget", "propose", "train-modal", "train-self-hosted", "judge", "publish"]
-    assert "needs: budget" in jobs["propose"] and "needs.budget.outputs.go == 'true'" in jobs["propose"]
-    assert "needs: propose" in jobs["train-modal"] and "needs: propose" in jobs["train-self-hosted"]
-    assert "needs: [propose, train-modal, train-self-hosted]" in jobs["judge"]
-    assert "needs: judge" in jobs["publish"]
-
-
-def _secrets_in(text: str) -> set[str]:
-    return set(re.findall(r"secrets\.([A-Z_]+)", text))
-
-
-def test_secrets_only_where_they_are_needed():
-    jobs = jobs_of(TICK)
-    assert _secrets_in(top_level(TICK)) == set(), "no secret at workflow level"
-    assert _secrets_in(jobs["propose"]) == {"ANTHROPIC_API_KEY"}
-    assert _secrets_in(jobs["train-modal"]) == {"MODAL_TOKEN_ID", "MODAL_TOKEN_SECRET"}
-    for name in ("budget", "train-self-hosted", "judge", "publish"):
-        assert _secrets_in(jobs[name]) == set(), f"{name} must carry no secret"
-    with_token = {name for name, text in jobs.items() if "github.token" in text or "GITHUB_TOKEN" in text}
-    assert with_token == {"propose", "judge"}
-    # Where the candidate's code runs, no credential may stay in the checkout's git config.
-    for name in ("budget", "train-modal", "train-self-hosted", "publish"):
-        assert "persist-credentials: false" in jobs[name], name
+def test_every_job_has_a_timeout_and_its_own_permissions():
+    assert DOC["permissions"] == {}, "the workflow default must be no permissions"
+    for path in (TICK, CI):
+        for name, job in load(path)["jobs"].items():
+            assert isinstance(job["timeout-minutes"], int), f"{path.name}:{name} has no timeout-minutes"
+    for name, job in JOBS.items():
+        assert "permissions" in job, f"{name} must say which permissions it needs"
 
 
 def test_least_privilege_permissions():
-    jobs = jobs_of(TICK)
+    expected = {
+        "preflight": {"contents": "read", "issues": "read", "pull-requests": "write", "pages": "read"},
+        "preflight-modal": {"contents": "read"},
+        "preflight-self-hosted": {"contents": "read"},
+        "propose": {
+            "contents": "write",
+            "pull-requests": "write",
+            "issues": "write",  # creating the label (disputed rule: granted with pull-requests)
+            "statuses": "write",  # the pending / rejected status propose sets
+            "actions": "read",  # the run's creation time: ids stable across re-runs
+        },
+        "guard": {"contents": "read"},
+        "train-modal": {"contents": "read"},
+        "train-self-hosted": {"contents": "read"},
+        "judge": {"contents": "write", "pull-requests": "write", "statuses": "write"},
+        "publish": {"contents": "read", "pages": "write", "id-token": "write"},
+    }
+    assert {name: job_permissions(DOC, name) for name in JOBS} == expected
 
-    def perms(name: str) -> dict[str, str]:
-        block = re.search(r"^    permissions:\n((?:      .*\n?)+)", jobs[name] + "\n", re.M)
-        assert block, name
-        return dict(re.findall(r"^      ([a-z-]+): (\w+)$", block.group(1), re.M))
 
-    assert perms("budget") == {"contents": "read"}
-    assert perms("propose") == {"contents": "write", "pull-requests": "write"}
-    assert perms("train-modal") == {"contents": "read"}
-    assert perms("train-self-hosted") == {"contents": "read"}
-    assert perms("judge") == {"contents": "write", "pull-requests": "write", "statuses": "write"}
-    assert perms("publish") == {"contents": "read", "pages": "write", "id-token": "write"}
+def test_secrets_only_where_they_are_needed():
+    assert secrets_named({k: v for k, v in DOC.items() if k != "jobs"}) == set(), (
+        "no secret at workflow level"
+    )
+    exposed = {name: secrets_exposed(job) for name, job in JOBS.items()}
+    assert exposed == {
+        "preflight": set(),  # booleans only
+        "preflight-modal": {"MODAL_TOKEN_ID", "MODAL_TOKEN_SECRET"},
+        "preflight-self-hosted": set(),
+        "propose": {"ANTHROPIC_API_KEY"},
+        "guard": set(),
+        "train-modal": {"MODAL_TOKEN_ID", "MODAL_TOKEN_SECRET"},
+        "train-self-hosted": set(),
+        "judge": set(),
+        "publish": set(),
+    }
+    # The preflight checks that the secrets exist as booleans: `secrets.X != ''`, never their values.
+    (doctor,) = [s for s in JOBS["preflight"]["steps"] if s.get("id") == "doctor"]
+    flags = {k: v for k, v in doctor["env"].items() if k.startswith("SECRET_SET_")}
+    assert flags == {f"SECRET_SET_{n}": f"${{{{ secrets.{n} != '' }}}}" for n in
+                     ("ANTHROPIC_API_KEY", "MODAL_TOKEN_ID", "MODAL_TOKEN_SECRET")}  # fmt: skip
+    with_token = {name for name, job in JOBS.items() if "github.token" in json.dumps(job)}
+    assert with_token == {"preflight", "propose", "judge"}
+
+
+def test_no_credential_stays_where_no_push_is_needed():
+    """Where candidate code runs (guard, the GPU box), and wherever nothing is pushed, the checkout
+    keeps no token in its git config."""
+    for name in ("preflight", "preflight-modal", "preflight-self-hosted", "guard", "train-modal",
+                 "train-self-hosted", "publish"):  # fmt: skip
+        (checkout,) = uses(name, "actions/checkout")
+        assert checkout["with"]["persist-credentials"] is False, name
+
+
+def test_the_guard_command_runs_in_a_job_without_secrets_or_write_token():
+    assert "--defer-guard" in argv("propose", "propose")  # not in the job with the LLM key
+    assert runs("guard") == [
+        'autoresearch-ci guard --tick tick/tick.json ${PRESET:+--preset "$PRESET"} --out tick/guard.json'
+    ]
+    assert job_permissions(DOC, "guard") == {"contents": "read"} and secrets_named(JOBS["guard"]) == set()
+    assert uses("guard", "./.github/actions/sandbox"), "the guard job makes the sandbox available"
+    for name in ("train-modal", "train-self-hosted", "judge"):
+        (dl,) = [s for s in uses(name, "actions/download-artifact") if s["with"]["name"] == "guard"]
+        assert dl["if"] == "needs.guard.result == 'success'"
+        cmd = argv(name, "train" if name.startswith("train") else "judge")
+        assert cmd[cmd.index("--guard") + 1] == "tick/guard.json"
+
+
+def test_the_sandbox_action_installs_bubblewrap_and_lifts_the_apparmor_restriction():
+    action = yaml.safe_load((REPO / ".github/actions/sandbox/action.yml").read_text())
+    script = " ".join(s["run"] for s in action["runs"]["steps"])
+    assert "apt-get install" in script and "bubblewrap" in script
+    assert "sysctl -w kernel.apparmor_restrict_unprivileged_userns=0" in script
+    assert "bwrap --unshare-all" in script  # fails the job when it still cannot start
+
+
+def test_every_step_is_one_cli_call():
+    for name in JOBS:
+        cmds = runs(name)
+        assert cmds, name
+        for cmd in cmds:
+            assert cmd.startswith("autoresearch-ci "), f"{name}: {cmd}"
+            assert not re.search(r"&&|\|\||;|\|(?!\|)", cmd), f"{name} chains commands: {cmd}"
+    assert runs("preflight")[0].startswith("autoresearch-ci doctor --ci --only config,secrets,github")
+    assert runs("preflight")[1].startswith('autoresearch-ci budget-check --runner "$RUNNER"')
+    assert runs("preflight-modal")[0].startswith("autoresearch-ci doctor --ci --only modal")
+    assert runs("preflight-self-hosted")[0].startswith("autoresearch-ci doctor --ci --only self-hosted")
+    assert runs("propose")[0].startswith("autoresearch-ci settle ")
+    assert re.match(r'autoresearch-ci propose --forge "\$FORGE"', runs("propose")[1])
+    assert "--carry tick/carry.json" in runs("propose")[1] and "--out tick/carry.json" in runs("propose")[0]
+    assert runs("judge")[0].startswith("autoresearch-ci judge --forge github")
+    assert runs("publish") == ["autoresearch-ci publish --out site"]
+    assert "!inputs.dry_run" in JOBS["judge"]["if"]
+
+
+def test_every_forge_step_is_told_the_base_branch():
+    """AUTORESEARCH_BASE_BRANCH reaches every command that talks to the forge, and every checkout."""
+    assert DOC["env"]["BASE_BRANCH"] == "${{ vars.AUTORESEARCH_BASE_BRANCH || 'main' }}"
+    for job, command in [
+        ("preflight", "doctor"),
+        ("propose", "settle"),
+        ("propose", "propose"),
+        ("judge", "judge"),
+    ]:
+        cmd = argv(job, command)
+        assert cmd[cmd.index("--base-branch") + 1] == "$BASE_BRANCH", (job, command)
+    for name in JOBS:
+        (checkout,) = uses(name, "actions/checkout")
+        assert checkout["with"]["ref"] == "${{ env.BASE_BRANCH }}", name
+
+
+@pytest.mark.parametrize(
+    "event, inputs, variable, expected",
+    [
+        ("schedule", {}, None, "modal"),
+        ("schedule", {}, "self-hosted", "self-hosted"),
+        ("workflow_dispatch", {"runner": "variable"}, "self-hosted", "self-hosted"),  # the default
+        ("workflow_dispatch", {"runner": "variable"}, None, "modal"),
+        ("workflow_dispatch", {"runner": "modal"}, "self-hosted", "modal"),
+        ("workflow_dispatch", {"runner": "self-hosted"}, None, "self-hosted"),
+    ],
+)
+def test_the_runner_input_overrides_the_variable_only_when_it_names_a_runner(
+    event, inputs, variable, expected
+):
+    spec = DOC["on"]["workflow_dispatch"]["inputs"]["runner"]
+    assert spec["default"] == "variable" and spec["options"] == ["variable", "modal", "self-hosted"]
+    ins = {"runner": spec["default"], **inputs} if event == "workflow_dispatch" else {}
+    ctx = {"inputs": ins, "vars": {"AUTORESEARCH_RUNNER": variable} if variable else {}}
+    expr = DOC["env"]["RUNNER"].strip().removeprefix("${{").removesuffix("}}")
+    assert evaluate(expr, ctx) == expected
+
+
+def test_the_budget_is_priced_for_the_runner_that_trains():
+    cmd = argv("preflight", "budget-check")
+    assert cmd[cmd.index("--runner") + 1] == "$RUNNER"
+
+
+def test_every_wait_ends_inside_its_job():
+    """The train command's deadline leaves the job time to set up before it and to cancel and upload
+    after it; the Modal job cancels what a cancelled or timed-out run left."""
+    for name, setup in (("train-modal", 10), ("train-self-hosted", 15)):
+        cmd = argv(name, "train")
+        deadline = float(cmd[cmd.index("--deadline-minutes") + 1])
+        assert deadline + setup <= JOBS[name]["timeout-minutes"], name
+    steps = JOBS["train-modal"]["steps"]
+    train = next(i for i, s in enumerate(steps) if s.get("run", "").startswith("autoresearch-ci train"))
+    cancel = steps[train + 1]
+    assert cancel["if"] == "cancelled() || failure()"
+    assert " ".join(cancel["run"].split()) == "autoresearch-ci cancel-modal --calls tick/modal-calls.jsonl"
+    cmd = argv("train-modal", "train")
+    assert cmd[cmd.index("--calls-file") + 1] == "tick/modal-calls.jsonl"
+    assert secrets_exposed(cancel) == {"MODAL_TOKEN_ID", "MODAL_TOKEN_SECRET"}
+
+
+def test_every_upload_can_be_repeated_by_a_rerun():
+    for name in JOBS:
+        for step in uses(name, "actions/upload-artifact"):
+            assert step["with"]["overwrite"] is True, name
+    (up,) = uses("publish", "actions/upload-pages-artifact")
+    (deploy,) = uses("publish", "actions/deploy-pages")
+    assert up["with"]["name"] == deploy["with"]["artifact_name"] == "github-pages-${{ github.run_attempt }}"
+
+
+def test_the_self_hosted_job_installs_the_corpus_and_prepares_the_data():
+    from autoresearch_ci.runners.modal_app import CORPUS_PACKAGES
+
+    for name in ("train-self-hosted", "preflight-self-hosted"):
+        (setup,) = uses(name, "./.github/actions/setup")
+        assert setup["with"]["corpus"] == "true" and setup["with"]["torch-index-url"] == "", name
+    cmds = runs("train-self-hosted")
+    assert cmds[0].startswith("autoresearch-ci prepare-data") and cmds[1].startswith("autoresearch-ci train")
+    action = yaml.safe_load((REPO / ".github/actions/setup/action.yml").read_text())
+    (corpus,) = [s for s in action["runs"]["steps"] if s.get("if") == "inputs.corpus == 'true'"]
+    assert shlex.split(corpus["run"])[-len(CORPUS_PACKAGES) :] == list(
+        CORPUS_PACKAGES
+    )  # the Modal image's pins
 
 
 def test_one_tick_at_a_time_on_an_odd_minute_schedule():
-    head = top_level(TICK)
-    assert re.search(r"^concurrency:\n  group: autoresearch\n  cancel-in-progress: false$", head, re.M)
-    cron = re.search(r'- cron: "([^"]+)"', head).group(1)
+    assert DOC["concurrency"] == {"group": "autoresearch", "cancel-in-progress": False}
+    (cron,) = [c["cron"] for c in DOC["on"]["schedule"]]
     minute, hour, *_ = cron.split()
     assert minute.isdigit() and int(minute) not in (0, 30), (
         "avoid the top of the hour (delayed or dropped runs)"
     )
     assert hour == "*/4"
-    dispatch = head[head.index("workflow_dispatch:") :]
-    for name in ("candidates", "runner", "preset", "dry_run"):
-        assert re.search(rf"^      {name}:$", dispatch, re.M), name
-    assert "options: [modal, self-hosted]" in dispatch
-
-
-def test_every_step_is_one_cli_call():
-    jobs = jobs_of(TICK)
-    commands = {name: run_commands(text) for name, text in jobs.items()}
-    for name, cmds in commands.items():
-        assert cmds, name
-        for cmd in cmds:
-            assert cmd.startswith("autoresearch-ci "), f"{name}: {cmd}"
-            assert not re.search(r"&&|\|\||;|\|(?!\|)", cmd), f"{name} chains commands: {cmd}"
-    assert commands["budget"][0].startswith("autoresearch-ci budget-check")
-    assert "--planned-candidates" in commands["budget"][0]
-    assert re.match(r'autoresearch-ci propose --forge "\$FORGE"', commands["propose"][0])
-    assert "--out tick/tick.json" in commands["propose"][0]
-    assert (
-        "--runner modal" in commands["train-modal"][0]
-        and "--out tick/results.json" in commands["train-modal"][0]
-    )
-    assert "--runner local" in commands["train-self-hosted"][0]
-    assert commands["judge"][0].startswith("autoresearch-ci judge --forge github")
-    assert "--results tick/results.json" in commands["judge"][0]
-    assert commands["publish"] == ["autoresearch-ci publish --out site"]
-    assert "FORGE: ${{ inputs.dry_run && 'local' || 'github' }}" in jobs["propose"]
-    assert "!inputs.dry_run" in jobs["judge"]
-
-
-def test_artifacts_pass_between_jobs_and_pages_deploy():
-    jobs = jobs_of(TICK)
-    assert "actions/upload-artifact@" in jobs["propose"] and "name: tick" in jobs["propose"]
-    for name in ("train-modal", "train-self-hosted"):
-        assert "actions/download-artifact@" in jobs[name] and "name: results" in jobs[name]
-    assert jobs["judge"].count("actions/download-artifact@") == 2
-    for action in ("actions/configure-pages@", "actions/upload-pages-artifact@", "actions/deploy-pages@"):
-        assert action in jobs["publish"], action
-    assert "name: github-pages" in jobs["publish"]
+    assert set(DOC["on"]["workflow_dispatch"]["inputs"]) == {"candidates", "runner", "preset", "dry_run"}
 
 
 def test_self_hosted_labels_come_from_a_variable():
-    text = jobs_of(TICK)["train-self-hosted"]
-    assert 'runs-on: ${{ fromJSON(vars.AUTORESEARCH_GPU_LABELS || \'["self-hosted","gpu"]\') }}' in text
+    for name in ("train-self-hosted", "preflight-self-hosted"):
+        assert (
+            JOBS[name]["runs-on"]
+            == '${{ fromJSON(vars.AUTORESEARCH_GPU_LABELS || \'["self-hosted","gpu"]\') }}'
+        )
 
 
 def test_actions_are_pinned_to_major_versions():
     files = [*WORKFLOWS.glob("*.yml"), *(REPO / ".github" / "actions").glob("*/action.yml")]
     for path in files:
-        for ref in re.findall(r"^\s*(?:- )?uses:\s*(\S+)", _code(path.read_text()), re.M):
+        text = "\n".join(line for line in path.read_text().splitlines() if not line.lstrip().startswith("#"))
+        for ref in re.findall(r"^\s*(?:- )?uses:\s*(\S+)", text, re.M):
             if ref.startswith("./"):
                 assert (REPO / ref / "action.yml").exists(), ref
                 continue
@@ -237,22 +321,6 @@ def test_actions_are_pinned_to_major_versions():
 
 
 def test_ci_workflow_runs_the_project_tests():
-    head = top_level(CI)
-    assert re.search(r"^  push:", head, re.M) and re.search(r"^  pull_request:", head, re.M)
-    assert run_commands(jobs_of(CI)["test"]) == ["bash .ci/run"]
-
-
-def test_parsed_yaml_agrees():
-    yaml = pytest.importorskip("yaml")
-    doc = yaml.safe_load(TICK.read_text())
-    triggers = doc.get("on", doc.get(True))  # YAML 1.1 reads a bare `on` as true
-    assert set(triggers) == {"schedule", "workflow_dispatch"}
-    assert doc["concurrency"] == {"group": "autoresearch", "cancel-in-progress": False}
-    assert list(doc["jobs"]) == list(jobs_of(TICK))
-    for name, job in doc["jobs"].items():
-        assert isinstance(job["timeout-minutes"], int), name
-        env_secrets = {
-            k for step in job["steps"] for k, v in (step.get("env") or {}).items() if "secrets." in str(v)
-        }
-        expected = {"propose": {"ANTHROPIC_API_KEY"}, "train-modal": {"MODAL_TOKEN_ID", "MODAL_TOKEN_SECRET"}}
-        assert env_secrets == expected.get(name, set()), name
+    doc = load(CI)
+    assert {"push", "pull_request"} <= set(doc["on"])
+    assert [s["run"] for s in doc["jobs"]["test"]["steps"] if "run" in s] == ["bash .ci/run"]

@@ -13,8 +13,10 @@ checkout of the base branch for this; `GitCheckout` is what they share about it.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager
+from datetime import datetime
 from pathlib import Path
 from typing import Literal, Protocol, TypeVar
 
@@ -35,9 +37,29 @@ class ForgeError(RuntimeError):
     """A forge operation failed in a way a retry will not fix; the message says what to change."""
 
 
-def candidate_message(title: str, body: str, experiment_id: str) -> str:
-    """The commit message of a candidate: the PR's title and body, and the experiment as a trailer."""
-    return f"{title.strip()}\n\n{body.strip()}\n\nExperiment: {experiment_id}\n"
+META_TRAILER = "Autoresearch-Meta: "
+
+
+def candidate_message(title: str, body: str, experiment_id: str, meta: Mapping | None = None) -> str:
+    """The commit message of a candidate: the PR's title and body, and the experiment as a trailer.
+    `meta` (the tick, the Actions run, the proposer and what its tokens cost) goes in one more
+    trailer line, so a later tick can pick the candidate up from its commit alone (steps/settle.py)."""
+    trailers = f"Experiment: {experiment_id}\n"
+    if meta:
+        trailers += META_TRAILER + json.dumps(dict(meta), sort_keys=True, separators=(",", ":")) + "\n"
+    return f"{title.strip()}\n\n{body.strip()}\n\n{trailers}"
+
+
+def candidate_meta(message: str) -> dict:
+    """The Autoresearch-Meta trailer of a candidate's commit message ({} where there is none)."""
+    for line in reversed(message.splitlines()):
+        if line.startswith(META_TRAILER):
+            try:
+                data = json.loads(line[len(META_TRAILER) :])
+            except ValueError:
+                return {}
+            return data if isinstance(data, dict) else {}
+    return {}
 
 
 class Forge(Protocol):
@@ -50,11 +72,36 @@ class Forge(Protocol):
         """A file's text at a commit."""
 
     def open_candidate(
-        self, experiment_id: str, base_commit: str, files: dict[str, str], title: str, body: str
+        self,
+        experiment_id: str,
+        base_commit: str,
+        files: dict[str, str],
+        title: str,
+        body: str,
+        meta: Mapping | None = None,
     ) -> Candidate:
-        """Create branch `autoresearch/<id>` from base_commit with `files` written in one commit,
-        and (where the forge has them) open a PR with the configured labels. Returns the existing
-        candidate when called again for the same id."""
+        """Create branch `autoresearch/<id>` from base_commit with `files` written in one commit
+        (`meta` in its message, see candidate_message), and (where the forge has them) open a PR
+        with the configured labels. Returns the existing candidate when called again for the same id."""
+
+    def find_candidate(self, experiment_id: str) -> Candidate | None:
+        """The candidate of this experiment if it was ever opened (open, merged or archived)."""
+
+    def open_candidates(self) -> list[Candidate]:
+        """Every candidate still open (a PR not yet merged or closed; a branch not yet archived)."""
+
+    def message(self, commit: str) -> str:
+        """A commit's message."""
+
+    def note(self, candidate: Candidate, key: str, text: str) -> None:
+        """A note on the candidate under `key` (a PR comment on GitHub), written once per key."""
+
+    def note_keys(self, candidate: Candidate, prefix: str) -> list[str]:
+        """The keys of the candidate's notes that start with `prefix`."""
+
+    def run_created_at(self, run_id: str) -> datetime | None:
+        """When the CI run `run_id` was created (the same for every attempt of it); None where the
+        forge has no CI runs."""
 
     def changed_files(self, base_commit: str, commit: str) -> list[str]:
         """Paths that differ between two commits (added, modified, deleted or renamed)."""
@@ -112,6 +159,10 @@ class GitCheckout:
     def read_file(self, commit: str, path: str) -> str:
         self._have(commit)
         return self._git(self.git.show_file, commit, path)
+
+    def message(self, commit: str) -> str:
+        self._have(commit)
+        return self._git(self.git.message, commit)
 
     def changed_files(self, base_commit: str, commit: str) -> list[str]:
         self._have(base_commit, commit)

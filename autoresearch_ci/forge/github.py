@@ -11,6 +11,14 @@ Every operation is idempotent so a tick can be re-run: an existing PR is found b
 one is created (and a 422 "already exists" after a retried POST is answered by fetching it), a
 merged PR returns its merge commit, a deleted branch stays deleted. The API calls, their retries
 and the errors that name the permission or setting to change are in github_api.py.
+
+What each call needs of GITHUB_TOKEN (and so which job has which `permissions:` in
+.github/workflows/autoresearch.yml): pushing a branch or the ledger, reading commits and merging:
+`contents`; opening, listing, closing PRs: `pull-requests`; comments: `pull-requests` (or `issues`);
+adding a label the repository does not have yet creates it, which since 2025 needs `issues: write`
+(GitHub's page still says `pull-requests: write` is enough; the workflow grants both); the commit
+status: `statuses: write`; when the Actions run was created (stable ids across re-runs): `actions:
+read`. tests/support/fake_github.py enforces the same table, with GitHub's documentation per row.
 """
 
 from __future__ import annotations
@@ -18,6 +26,8 @@ from __future__ import annotations
 import base64
 import os
 import time
+from collections.abc import Mapping
+from datetime import datetime
 from typing import Literal
 
 from github import GithubException, UnknownObjectException
@@ -38,6 +48,10 @@ from autoresearch_ci.forge.gitcore import GIT_TIMEOUT_S, PUSH_ATTEMPTS, GitError
 from autoresearch_ci.forge.github_api import HINTS, GitHubAPI, error_message
 from autoresearch_ci.records import Candidate
 from autoresearch_ci.report.pr import COMMENT_MARKER, github_body
+
+NOTE_MARKER = "<!-- autoresearch-ci:note {key} -->"
+LABEL_COLOR = "0e8a16"
+LABEL_DESCRIPTION = "An experiment proposed and judged by autoresearch-ci"
 
 
 class GitHubForge(GitCheckout):
@@ -86,6 +100,7 @@ class GitHubForge(GitCheckout):
         self.git = Git(workdir, timeout=max(GIT_TIMEOUT_S, timeout))
         self._token = token
         self._git_auth_checked = False
+        self._labels_ready = False
         self._api = GitHubAPI(
             repo_slug,
             token,
@@ -118,12 +133,19 @@ class GitHubForge(GitCheckout):
     # ------------------------------------------------------------------------------ candidates
 
     def open_candidate(
-        self, experiment_id: str, base_commit: str, files: dict[str, str], title: str, body: str
+        self,
+        experiment_id: str,
+        base_commit: str,
+        files: dict[str, str],
+        title: str,
+        body: str,
+        meta: Mapping | None = None,
     ) -> Candidate:
         branch = BRANCH_PREFIX + experiment_id
         pr = self._find_pr(branch)
         if pr is None:
-            commit = self._push_candidate_branch(branch, base_commit, files, title, body, experiment_id)
+            message = candidate_message(title, body, experiment_id, meta)
+            commit = self._push_candidate_branch(branch, base_commit, files, message)
             stat, diff = self.git.diff(base_commit, commit, stat=True), self.git.diff(base_commit, commit)
             pr_body = github_body(experiment_id, body, base_commit, commit, stat, diff)
             try:
@@ -145,18 +167,98 @@ class GitHubForge(GitCheckout):
         have = {label.name for label in pr.labels}
         missing = [name for name in self.labels if name not in have]
         if missing:
+            self._ensure_labels()
             self._api("issues", "POST", f"issues/{pr.number}/labels", lambda: pr.add_to_labels(*missing))
+        return self._candidate(pr, experiment_id, base_commit)
+
+    def _candidate(self, pr: PullRequest, experiment_id: str, base_commit: str | None = None) -> Candidate:
         commit = pr.head.sha
         self._have(commit, fetch_ref=f"refs/pull/{pr.number}/head")
         parents = self.git.parents(commit) if self.git.has_commit(commit) else []
         return Candidate(
             experiment_id=experiment_id,
-            branch=branch,
-            base_commit=parents[0] if parents else base_commit,
+            branch=BRANCH_PREFIX + experiment_id,
+            base_commit=parents[0] if parents else (base_commit or commit),
             commit=commit,
             pr_number=pr.number,
             pr_url=pr.html_url,
         )
+
+    def find_candidate(self, experiment_id: str) -> Candidate | None:
+        pr = self._find_pr(BRANCH_PREFIX + experiment_id)
+        return None if pr is None else self._candidate(pr, experiment_id)
+
+    def open_candidates(self) -> list[Candidate]:
+        pulls = self._api(
+            "pulls",
+            "GET",
+            "pulls",
+            lambda: list(self.repo.get_pulls(state="open", base=self.base_branch)),
+        )
+        # Only this repository's own branches: anyone can open a PR from a fork with a branch named
+        # autoresearch/..., and settle would otherwise train (and could merge) what it holds.
+        return [
+            self._candidate(p, p.head.ref.removeprefix(BRANCH_PREFIX))
+            for p in sorted(pulls, key=lambda p: p.number)
+            if p.head.ref.startswith(BRANCH_PREFIX)
+            and p.head.repo is not None
+            and p.head.repo.full_name == self.slug
+        ]
+
+    def note(self, candidate: Candidate, key: str, text: str) -> None:
+        """A comment of its own per key (the results comment is another), posted once."""
+        pr = self._pr(candidate)
+        marker = NOTE_MARKER.format(key=key)
+        if key in self.note_keys(candidate, key):
+            return
+        body = f"{marker}\n{text.strip()}\n"
+        self._api("issues", "POST", f"issues/{pr.number}/comments", lambda: pr.create_issue_comment(body))
+
+    def note_keys(self, candidate: Candidate, prefix: str) -> list[str]:
+        pr = self._pr(candidate)
+        head = NOTE_MARKER.split("{key}")[0]
+        bodies = self._api(
+            "issues",
+            "GET",
+            f"issues/{pr.number}/comments",
+            lambda: [c.body or "" for c in pr.get_issue_comments()],
+        )
+        keys = []
+        for b in bodies:
+            first = b.split("\n", 1)[0]
+            if first.startswith(head) and first.endswith(" -->"):
+                key = first[len(head) : -len(" -->")]
+                if key.startswith(prefix) and key not in keys:
+                    keys.append(key)
+        return keys
+
+    def run_created_at(self, run_id: str) -> datetime | None:
+        run = self._api(
+            "actions", "GET", f"actions/runs/{run_id}", lambda: self.repo.get_workflow_run(int(run_id))
+        )
+        return run.created_at
+
+    def _ensure_labels(self) -> None:
+        """Create the configured labels the repository lacks (a fresh fork has none), once, with a
+        colour and a description: adding a missing label to a PR would create it anyway, bare, and
+        needs the same permission (`issues: write`)."""
+        if self._labels_ready:
+            return
+        for name in self.labels:
+            try:
+                self._api.call(lambda name=name: self.repo.get_label(name))
+            except UnknownObjectException:
+                try:
+                    self._api.call(
+                        lambda name=name: self.repo.create_label(name, LABEL_COLOR, LABEL_DESCRIPTION)
+                    )
+                except GithubException as e:
+                    if e.status == 422 and "already_exists" in str(e.data):
+                        continue  # created meanwhile by a concurrent run
+                    raise self._api.error(e, "labels", "POST", "labels") from e
+            except GithubException as e:
+                raise self._api.error(e, "labels", "GET", f"labels/{name}") from e
+        self._labels_ready = True
 
     def set_status(self, candidate: Candidate, state: StatusState, description: str) -> None:
         desc = " ".join(description.split())
@@ -267,7 +369,7 @@ class GitHubForge(GitCheckout):
         )
 
     def _push_candidate_branch(
-        self, branch: str, base_commit: str, files: dict[str, str], title: str, body: str, experiment_id: str
+        self, branch: str, base_commit: str, files: dict[str, str], message: str
     ) -> str:
         """The candidate commit on the remote branch: reused when a previous run pushed it."""
         self._setup_git_auth()
@@ -276,9 +378,7 @@ class GitHubForge(GitCheckout):
             self._have(existing, fetch_ref=f"refs/heads/{branch}")
             return existing
         self._have(base_commit)
-        commit = self._git(
-            self.git.commit_files, base_commit, files, candidate_message(title, body, experiment_id)
-        )
+        commit = self._git(self.git.commit_files, base_commit, files, message)
         try:
             self.git.push(self.remote, f"{commit}:refs/heads/{branch}")
         except PushRejected:  # someone created it between our look and our push

@@ -41,8 +41,13 @@ HINTS = {
     "repo": "give the token read access to the repository (`contents: read`)",
     "pulls": "give the workflow `pull-requests: write` and enable 'Allow GitHub Actions to create and "
     "approve pull requests' in Settings → Actions → General",
-    "issues": "give the workflow `pull-requests: write` (labels and comments on a PR are issue writes)",
-    "statuses": "give the job `statuses: write`",
+    "issues": "give the job `pull-requests: write` (or `issues: write`): comments and labels on a PR go "
+    "through the issues API",
+    "labels": "give the job `issues: write`: creating a label (a fresh fork has none, and adding a missing "
+    "one to a PR creates it) needs it since 2025, although GitHub's page for it names `pull-requests: "
+    "write` too; or create the label once by hand (`gh label create NAME`)",
+    "statuses": "give the job `statuses: write` (the commit status `autoresearch/eval`)",
+    "actions": "give the job `actions: read` (when the Actions run was created: ids stable across re-runs)",
     "merge": "give the job `contents: write` and `pull-requests: write`; if a branch protection rule or "
     'ruleset requires reviews, let github-actions bypass it or set merge_mode = "auto"',
     "automerge": "enable 'Allow auto-merge' in Settings → General and give the job `pull-requests: write`, "

@@ -20,6 +20,8 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
+from datetime import datetime
 
 from autoresearch_ci.forge.base import (
     BRANCH_PREFIX,
@@ -71,30 +73,71 @@ class LocalForge(GitCheckout):
     # ------------------------------------------------------------------------------ candidates
 
     def open_candidate(
-        self, experiment_id: str, base_commit: str, files: dict[str, str], title: str, body: str
+        self,
+        experiment_id: str,
+        base_commit: str,
+        files: dict[str, str],
+        title: str,
+        body: str,
+        meta: Mapping | None = None,
     ) -> Candidate:
         branch = BRANCH_PREFIX + experiment_id
         ref = f"refs/heads/{branch}"
         if not self.git.ok("check-ref-format", ref):
             raise ForgeError(f"experiment id {experiment_id!r} cannot be part of a branch name")
-        existing = self.git.try_rev_parse(ref) or self.git.try_rev_parse(ARCHIVE_PREFIX + experiment_id)
+        existing = self.find_candidate(experiment_id)
         if existing:
-            parents = self.git.parents(existing)
-            return Candidate(
-                experiment_id=experiment_id,
-                branch=branch,
-                base_commit=parents[0] if parents else base_commit,
-                commit=existing,
-            )
+            return existing
         base = self._git(self.git.rev_parse, base_commit)
-        message = candidate_message(title, body, experiment_id)
+        message = candidate_message(title, body, experiment_id, meta)
         commit = self._git(self.git.commit_files, base, files, message)
         try:
             self.git.update_ref(ref, commit, ZERO_OID, reason=f"autoresearch-ci: candidate {experiment_id}")
         except GitError:
             # Created by a concurrent call between our check and now: theirs is the candidate.
-            return self.open_candidate(experiment_id, base_commit, files, title, body)
+            return self.open_candidate(experiment_id, base_commit, files, title, body, meta)
         return Candidate(experiment_id=experiment_id, branch=branch, base_commit=base, commit=commit)
+
+    def find_candidate(self, experiment_id: str) -> Candidate | None:
+        branch = BRANCH_PREFIX + experiment_id
+        commit = self.git.try_rev_parse(f"refs/heads/{branch}") or self.git.try_rev_parse(
+            ARCHIVE_PREFIX + experiment_id
+        )
+        if not commit:
+            return None
+        parents = self.git.parents(commit)
+        return Candidate(
+            experiment_id=experiment_id,
+            branch=branch,
+            base_commit=parents[0] if parents else commit,
+            commit=commit,
+        )
+
+    def open_candidates(self) -> list[Candidate]:
+        """The candidate branches not yet merged into the base branch nor archived."""
+        out = self.git.run("for-each-ref", "--format=%(refname)", f"refs/heads/{BRANCH_PREFIX}")
+        base_ref = f"refs/heads/{self.base_branch}"
+        found = []
+        for ref in out.splitlines():
+            cand = self.find_candidate(ref.removeprefix(f"refs/heads/{BRANCH_PREFIX}"))
+            merged = cand is not None and (
+                self._read_note(cand.commit)[0].get("merged") or self.git.merged_at(cand.commit, base_ref)
+            )
+            if cand is not None and not merged:
+                found.append(cand)
+        return found
+
+    def note(self, candidate: Candidate, key: str, text: str) -> None:
+        headers, _ = self._read_note(candidate.commit)
+        if f"note {key}" not in headers:
+            self._update_note(candidate, {f"note {key}": " ".join(text.split())})
+
+    def note_keys(self, candidate: Candidate, prefix: str) -> list[str]:
+        headers, _ = self._read_note(candidate.commit)
+        return [k.removeprefix("note ") for k in headers if k.startswith(f"note {prefix}")]
+
+    def run_created_at(self, run_id: str) -> datetime | None:
+        return None
 
     def set_status(self, candidate: Candidate, state: StatusState, description: str) -> None:
         self._update_note(candidate, {STATUS_CONTEXT: state, "description": " ".join(description.split())})

@@ -76,6 +76,8 @@ def render_pr_comment(record: ExperimentRecord) -> str:
     out.append(f"**Hypothesis.** {one_line(r.hypothesis) or MISSING}")
     if v:
         out += ["", f"**Verdict.** {one_line(v.reason, 1000)}"]
+    if r.held:
+        out += ["", f"**Not merged.** {one_line(r.held, 1000)}"]
     b = r.baseline
     if v and v.delta is not None and v.paired:
         out += ["", *_paired_table(r)]

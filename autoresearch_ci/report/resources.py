@@ -123,6 +123,21 @@ def add_entry(text: str | None, record: ExperimentRecord) -> str | None:
     return before + render_entry(record) + ("\n" + after if after else "")
 
 
+def replace_entry(text: str | None, record: ExperimentRecord) -> str | None:
+    """The text with the record's entry rewritten in place (or added, when it has none): for a
+    candidate an earlier tick recorded as an infrastructure failure and a later one judged
+    (steps/settle.py). None when nothing changes."""
+    if text is None or ENTRY_MARK.format(id=record.id) not in text:
+        return add_entry(text, record)
+    head = re.search(rf"^### {re.escape(record.id)} ·.*$", text, flags=re.MULTILINE)
+    if head is None:
+        return None
+    nxt = re.search(r"^##", text[head.end() :], flags=re.MULTILINE)
+    end = head.end() + nxt.start() if nxt else len(text)
+    new = text[: head.start()] + render_entry(record) + ("\n" + text[end:] if nxt else "")
+    return None if new == text else new
+
+
 # ----------------------------------------------------------------------------------------------
 # the summary
 

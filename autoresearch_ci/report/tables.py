@@ -151,10 +151,15 @@ def budget_summary(decision: BudgetDecision) -> str:
     return f"### Budget check\n\n{decision.reason}\n\n{decision.table}"
 
 
+def _guard_state(c) -> str:
+    return "rejected" if not c.guard_ok else "guard command pending" if c.guard_pending else "ok"
+
+
 def proposals_summary(state: TickState) -> str:
     lines = [
-        f"- `{c.experiment_id}` {'ok' if c.guard_ok else 'rejected'}: "
-        f"{c.proposal.hypothesis or c.proposal.error}"
+        f"- `{c.experiment_id}` {_guard_state(c)}"
+        + (f" (trained again: left by tick {c.carried_from})" if c.carried_from else "")
+        + f": {c.proposal.hypothesis or c.proposal.error}"
         + (f" ([PR]({c.candidate.pr_url}))" if c.candidate and c.candidate.pr_url else "")
         for c in state.candidates
     ]
@@ -176,6 +181,26 @@ def training_summary(outcomes: Iterable[RunOutcome]) -> str:
 
 def verdicts_summary(tick_id: str, table: str) -> str:
     return f"### Verdicts for tick {tick_id}\n\n{table}"
+
+
+def settled_summary(settled) -> str:
+    """What settle did with earlier ticks' candidates left without a result (steps/settle.Settled)."""
+    lines = [
+        f"- `{c.experiment_id}` trained again in this tick"
+        + (f" ([PR]({c.candidate.pr_url}))" if c.candidate and c.candidate.pr_url else "")
+        for c in settled.carried
+    ]
+    lines += [f"- `{eid}` closed without a result (see its PR and ledger record)" for eid in settled.closed]
+    return "### Earlier ticks' candidates\n\n" + ("\n".join(lines) if lines else "none left without a result")
+
+
+def guard_summary(results) -> str:
+    """The guard command's verdicts (steps/state.GuardResults)."""
+    lines = [
+        f"- `{eid}`: {'passed' if g.ok else 'failed'}" + ("" if g.ok else f"\n\n```\n{g.tail[-1500:]}\n```")
+        for eid, g in results.results.items()
+    ]
+    return f"### Guard command, tick {results.tick_id}\n\n" + ("\n".join(lines) or "nothing to check")
 
 
 # ----------------------------------------------------------------------------------------------

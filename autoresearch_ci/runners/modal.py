@@ -24,6 +24,17 @@ Classification:
 - configuration errors (AuthError, NotFoundError: the app is not deployed, InvalidError,
   PermissionDeniedError, VersionError) and a harness usage error (exit 2): `infra_error` at once.
 
+Bounded, and nothing left running. `deadline` (a time.monotonic() value: the train job's own time
+limit, less a margin) bounds every wait: a get() never waits past it, no retry starts after it, and a
+run still going then is cancelled and reported as infra_error (the next tick trains it again,
+steps/settle.py). Data preparation is waited for no longer either, but not cancelled: it is a CPU
+call filling the shared Volume, and the next tick's runs read what it prepared. Every spawned
+call's id is written to `calls_file` as it is spawned, and
+`cancel_all()` cancels the calls in flight (terminate_containers=True); `run_many` does so itself when
+it is interrupted (the train command turns the SIGINT/SIGTERM GitHub sends a cancelled or timed-out
+job into KeyboardInterrupt), and `cancel_calls(ids)` cancels them from the journal afterwards (the
+job's `if: cancelled() || failure()` step), in case the process was killed before it could.
+
 `call` and `prepare_call` exist only so tests can run the function bodies with `.local()`; the
 product always uses the real Modal path.
 """
@@ -33,9 +44,11 @@ from __future__ import annotations
 import json
 import logging
 import threading
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import nullcontext
+from pathlib import Path
 from typing import Literal
 
 from autoresearch_ci.records import RunMetrics, RunOutcome, RunRequest
@@ -52,6 +65,10 @@ BACKOFF_S = 30.0  # first retry waits this long, then doubles
 QUEUE_ALLOWANCE_S = 1800.0  # how long a call may wait for a free GPU before we give up on the attempt
 MAX_PARALLEL = 16
 REDEPLOY = "modal deploy -m autoresearch_ci.runners.modal_app"
+CANCEL_MARGIN_S = 30.0  # stop waiting this long before the deadline: time to cancel and write results
+OUT_OF_TIME = (
+    "the train job's time limit was reached before this run finished (cancelled; trained again next tick)"
+)
 
 # call(request_json, timeout_s) -> envelope_json: one blocking remote call.
 CallFn = Callable[[str, float], str]
@@ -111,6 +128,8 @@ class ModalRunner:
         call: CallFn | None = None,
         prepare_call: PrepareFn | None = None,
         progress: ProgressFn | None = None,
+        deadline: float | None = None,
+        calls_file: str | Path | None = None,
     ):
         """
         app_name: the deployed app (mode="deployed").
@@ -125,6 +144,8 @@ class ModalRunner:
         check_harness: refuse a result whose harness_sha256 is not this checkout's harness: the
             deployed app is stale (someone changed harness/ and did not redeploy), and its numbers
             would not mean what main's harness means. Reported as infra_error, not retried.
+        deadline: time.monotonic() past which nothing waits (see the module docstring); None: unbounded.
+        calls_file: a JSON-lines journal of every spawned call's id (for cancel_calls).
         """
         if mode not in ("deployed", "ephemeral"):
             raise ValueError(f"unknown mode {mode!r}: choose deployed or ephemeral")
@@ -143,6 +164,11 @@ class ModalRunner:
         self._call = call
         self._prepare_call = prepare_call
         self.progress = progress
+        self.deadline = deadline
+        self.calls_file = Path(calls_file) if calls_file else None
+        self._inflight: dict[str, object] = {}  # object_id -> FunctionCall not yet returned
+        self._lock = threading.Lock()
+        self._stopping = False  # set by cancel_all: no attempt starts any more
 
     # -- timeouts ---------------------------------------------------------------------------------
 
@@ -153,6 +179,46 @@ class ModalRunner:
         """How long one attempt's get() waits: every Modal-side try, their delays, and a GPU queue."""
         tries = 1 + self.modal_retries
         return self.function_timeout(preset) * tries + 60.0 * self.modal_retries + self.queue_allowance_s
+
+    def time_left(self) -> float | None:
+        """Seconds a wait may still take before the deadline (less the cancel margin); None: no deadline."""
+        if self.deadline is None:
+            return None
+        return self.deadline - time.monotonic() - CANCEL_MARGIN_S
+
+    def bounded_timeout(self, preset: str) -> float:
+        left = self.time_left()
+        full = self.get_timeout(preset)
+        return full if left is None else min(full, left)
+
+    # -- nothing left running ---------------------------------------------------------------------
+
+    def _spawned(self, fc) -> None:
+        with self._lock:
+            self._inflight[fc.object_id] = fc
+            if self.calls_file is not None:
+                self.calls_file.parent.mkdir(parents=True, exist_ok=True)
+                with self.calls_file.open("a", encoding="utf-8") as f:
+                    f.write(json.dumps({"call_id": fc.object_id}) + "\n")
+
+    def _returned(self, fc) -> None:
+        with self._lock:
+            self._inflight.pop(fc.object_id, None)
+
+    def cancel_all(self) -> list[str]:
+        """Cancel every call still in flight (their containers too), and start no other; the ids cancelled."""
+        with self._lock:
+            self._stopping = True
+            calls = list(self._inflight.values())
+            self._inflight.clear()
+        done = []
+        for fc in calls:
+            try:
+                fc.cancel(terminate_containers=True)
+                done.append(fc.object_id)
+            except Exception as e:  # keep cancelling the others
+                log.warning("could not cancel %s: %s", fc.object_id, describe_exception(e))
+        return done
 
     # -- the real Modal path ----------------------------------------------------------------------
 
@@ -187,6 +253,7 @@ class ModalRunner:
         def call(request_json: str, timeout_s: float) -> str:
             fn = fn_for(json.loads(request_json)["preset"])
             fc = fn.spawn(request_json)
+            self._spawned(fc)
             log.info("modal call %s spawned", fc.object_id)
             try:
                 return fc.get(timeout=timeout_s)
@@ -196,6 +263,8 @@ class ModalRunner:
                 except Exception as e:
                     log.warning("could not cancel %s: %s", fc.object_id, e)
                 raise
+            finally:
+                self._returned(fc)
 
         return call
 
@@ -212,7 +281,9 @@ class ModalRunner:
         except Exception as e:  # the runner reports, it does not raise
             return all_failed(requests, self.name, f"could not reach the Modal app: {describe_exception(e)}")
         try:
-            return self._dispatch(requests, self._real_call(run_fn), lambda preset: prep_fn.remote(preset))
+            return self._dispatch(
+                requests, self._real_call(run_fn), lambda preset: self._prepare_remote(prep_fn, preset)
+            )
         finally:
             try:
                 ctx.__exit__(None, None, None)
@@ -241,8 +312,16 @@ class ModalRunner:
                 return all_failed([request], self.name, failed_presets[request.preset])[0]
             return self._run_one(request, call)
 
-        with ThreadPoolExecutor(max_workers=min(len(requests), self.max_parallel)) as pool:
+        pool = ThreadPoolExecutor(max_workers=min(len(requests), self.max_parallel))
+        try:
             return list(pool.map(one, requests))  # map keeps request order
+        except BaseException:  # interrupted (the job is being cancelled): leave no GPU running
+            cancelled = self.cancel_all()
+            log.warning("interrupted: cancelled %d Modal call(s)", len(cancelled))
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
+        finally:
+            pool.shutdown(wait=False)
 
     def _prepare(self, preset: str, prepare_call: PrepareFn) -> AttemptFailed | None:
         """Make sure the preset's data is on the volume (with the runs' retry policy); the failure
@@ -252,6 +331,8 @@ class ModalRunner:
                 with attempt:
                     try:
                         prepare_call(preset)
+                    except AttemptFailed:
+                        raise
                     except Exception as e:
                         failure = AttemptFailed(
                             describe_exception(e), retry=not isinstance(e, _non_retryable())
@@ -261,6 +342,25 @@ class ModalRunner:
         except AttemptFailed as failure:
             return failure
         return None
+
+    def _prepare_remote(self, prep_fn, preset: str):
+        """prepare_data on Modal, waited for no longer than the deadline allows. Past it the call is
+        left to finish (a CPU container filling the shared Volume, which the next tick's runs read)
+        and this tick's runs of the preset fail as infrastructure."""
+        left = self.time_left()
+        if left is None:
+            return prep_fn.remote(preset)
+        if left <= 0:
+            raise AttemptFailed(OUT_OF_TIME, retry=False)
+        fc = prep_fn.spawn(preset)
+        try:
+            return fc.get(timeout=left)
+        except TimeoutError:
+            raise AttemptFailed(
+                f"data preparation for {preset} still running on Modal when the train job's time was up "
+                "(it goes on; the next tick uses it)",
+                retry=False,
+            ) from None
 
     def _check_harness(self, metrics: RunMetrics, tail: str, seconds: float | None) -> None:
         if not self.check_harness or not metrics.harness_sha256:
@@ -277,12 +377,19 @@ class ModalRunner:
 
     def _run_one(self, request: RunRequest, call: CallFn) -> RunOutcome:
         payload = request.model_dump_json()
-        timeout = self.get_timeout(request.preset)
 
         def attempt() -> tuple[RunMetrics, str, float | None]:
+            if self._stopping:
+                raise AttemptFailed("cancelled: the train job was interrupted", retry=False)
+            timeout = self.bounded_timeout(request.preset)
+            if timeout <= 0:
+                raise AttemptFailed(OUT_OF_TIME, retry=False)
             try:
                 text = call(payload, timeout)
             except Exception as e:  # every failure of the call is the infrastructure's
+                left = self.time_left()
+                if left is not None and left <= 0:
+                    raise AttemptFailed(f"{OUT_OF_TIME}: {describe_exception(e)}", retry=False) from e
                 raise AttemptFailed(describe_exception(e), retry=not isinstance(e, _non_retryable())) from e
             metrics, tail, seconds = parse_envelope(text)
             self._check_harness(metrics, tail, seconds)
@@ -296,3 +403,35 @@ class ModalRunner:
             backoff_s=self.backoff_s,
             progress=self.progress,
         )
+
+
+def read_call_ids(path: str | Path) -> list[str]:
+    """The call ids a run journalled (calls_file), in order, each once."""
+    p = Path(path)
+    if not p.exists():
+        return []
+    ids: list[str] = []
+    for line in p.read_text(encoding="utf-8").splitlines():
+        try:
+            cid = json.loads(line).get("call_id")
+        except (ValueError, AttributeError):
+            continue
+        if cid and cid not in ids:
+            ids.append(cid)
+    return ids
+
+
+def cancel_calls(call_ids: Iterable[str], from_id: Callable[[str], object] | None = None) -> list[str]:
+    """Cancel Modal calls by id (a finished one is left as it is); the ids Modal accepted."""
+    if from_id is None:
+        import modal
+
+        from_id = modal.FunctionCall.from_id
+    done = []
+    for cid in call_ids:
+        try:
+            from_id(cid).cancel(terminate_containers=True)
+            done.append(cid)
+        except Exception as e:
+            log.warning("could not cancel %s: %s", cid, describe_exception(e))
+    return done

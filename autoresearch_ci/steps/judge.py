@@ -10,7 +10,13 @@ status, merge or archive), recorded in the ledger and logged in resources.md; la
 resources.md and results.tsv are rewritten and the forge persists them.
 
 A record whose forge action failed keeps its verdict and is acted on again by the next run of this
-step; a record already written and acted on is left alone.
+step; a record already written and acted on is left alone. A candidate an earlier tick left without a
+result and this one trained again (carried_from) gets a new record in place of its infra-error one;
+one still waiting for the guard command is left for a later tick (steps/settle.py).
+
+On GitHub a keep whose runs had no sandbox (metrics "isolation": "none") is not merged unless
+`[github] allow_unisolated_merge`: the verdict stands, and the PR stays open for a person, with the
+reason in its comment and status (hold_reason).
 """
 
 from __future__ import annotations
@@ -68,6 +74,10 @@ def judge(
 
     # Decide every candidate first, then act: only the best keep of the tick is merged. Each one's
     # noise is what the train step computed for it: the ledger before this tick and its own runs.
+    pending = [c for c in state.candidates if c.guard_pending]  # no guard verdict: a later tick judges it
+    state = state.model_copy(update={"candidates": [c for c in state.candidates if not c.guard_pending]})
+    for c in pending:
+        progress(f"{c.experiment_id}: the guard command has not run; left for the next tick")
     runs = {c.experiment_id: results.for_experiment(c.experiment_id) for c in state.candidates}
     decided = verdict.one_winner(
         [
@@ -90,6 +100,8 @@ def judge(
     text = forge.working_text(cfg.paths.resources)
     for c, v in zip(state.candidates, decided, strict=True):
         prior = done.get(c.experiment_id)
+        if prior is not None and c.carried_from is not None and prior.tick != state.tick_id:
+            prior = None  # an earlier tick's infra-error record: this tick's verdict replaces it
         if prior is not None and (not prior.forge_error or c.candidate is None):
             continue  # judged and acted on already
         # A record whose forge action failed is acted on again, with the verdict it recorded.
@@ -101,7 +113,7 @@ def judge(
         progress(f"{c.experiment_id}: {rec.verdict.decision}")
         if c.candidate is not None:
             try:
-                _act(forge, c.candidate, rec)
+                _act(forge, c.candidate, rec, hold_reason(cfg, forge, rec))
             except ForgeError as exc:
                 # The verdict stands and is recorded; the forge action can be redone by hand or by
                 # the next run of this step (every forge action is idempotent).
@@ -112,7 +124,8 @@ def judge(
         ledger.append(rec)  # for a retried action: an update (the ledger keeps an id's last line)
         written.append(rec)
         # A kept candidate's runs become the new base's values on their seeds (baselines.py says why).
-        if (entry := resources.add_entry(text, rec)) is not None:
+        write_entry = resources.replace_entry if c.carried_from is not None else resources.add_entry
+        if (entry := write_entry(text, rec)) is not None:
             text = entry
             forge.write_files({cfg.paths.resources: text})
 
@@ -121,9 +134,10 @@ def judge(
         summary = resources.condense_text(text, experiments, summarizer, every=cfg.learnings.condense_every)
         files = {cfg.paths.results_tsv: tables.results_tsv(experiments)}
         forge.write_files({cfg.paths.resources: summary, **files} if summary is not None else files)
-    if written:
+    if written:  # a tick that judged no candidate (all waiting for the guard) has only its baseline
+        tables_too = any(r.kind == "experiment" for r in written)
         forge.persist(
-            [cfg.paths.ledger, cfg.paths.results_tsv, cfg.paths.resources],
+            [cfg.paths.ledger, *([cfg.paths.results_tsv, cfg.paths.resources] if tables_too else [])],
             pr.ledger_message(state.tick_id, len(written)),
         )
     return written
@@ -197,13 +211,33 @@ def _record(
     )
 
 
-def _act(forge: Forge, cand: Candidate, rec: ExperimentRecord) -> None:
+def hold_reason(cfg: Config, forge: Forge, rec: ExperimentRecord) -> str | None:
+    """Why a keep must wait for a person instead of being merged, or None. On GitHub (the loop that
+    merges unattended) a result whose runs had no sandbox is held unless the config allows it."""
+    if forge.name != "github" or cfg.github.allow_unisolated_merge or rec.verdict.decision != "keep":
+        return None
+    bare = [o for o in rec.runs if o.metrics is not None and o.metrics.isolation == "none"]
+    if not bare:
+        return None
+    return (
+        f"{len(bare)} of its runs had no sandbox (isolation: none: bubblewrap could not start), so "
+        "nothing but in-process checks kept the candidate's code from the scorer. Not merged: review it "
+        "and merge by hand, or set `[github] allow_unisolated_merge = true` in autoresearch.toml"
+    )
+
+
+def _act(forge: Forge, cand: Candidate, rec: ExperimentRecord, hold: str | None = None) -> None:
     """The forge action for a verdict. The comment and status come first, so a merge that fails still
     leaves the evidence on the PR; the ledger record is written by the caller either way."""
     v = rec.verdict
+    rec.held = hold
     forge.comment(cand, pr.render_pr_comment(rec))
     state, description = pr.status(v)
+    if hold:
+        description = f"keep, held for review: no sandbox (isolation none); {v.reason}"
     forge.set_status(cand, state, description)
+    if v.decision == "keep" and hold:
+        return  # the verdict stands; a person merges it
     if v.decision == "keep":
         # "" means GitHub auto-merge is armed but has not merged yet: nothing to carry over then.
         rec.merged_commit = forge.merge(cand, pr.merge_message(rec)) or None

@@ -74,7 +74,16 @@ def run_loop(
             say(f"iteration {i + 1}/{iterations}: training")
             results = train(cfg, state, runner, ledger, progress=tell)
             say(f"iteration {i + 1}/{iterations}: judging")
-            records = judge(cfg, state, results, forge, ledger, summarizer=summarizer, progress=say)
+            records = judge(
+                cfg,
+                state,
+                results,
+                forge,
+                ledger,
+                summarizer=summarizer,
+                progress=say,
+                gpu_usd_per_second=budget.gpu_usd_per_second(cfg, runner.name),
+            )
             for rec in records:
                 if rec.kind == "experiment":  # an LLM's words: no markup, no highlighting
                     console.print(loop_line(rec), markup=False, highlight=False)

@@ -1,6 +1,7 @@
-"""What one step of a tick hands the next: tick.json (the plan) and results.json (the runs).
+"""What one step of a tick hands the next: tick.json (the plan), guard.json (the guard command's
+verdicts, from the job that may run candidate code) and results.json (the runs).
 
-Both are plain JSON so CI jobs can pass them on as artifacts; their shape is a contract between the
+All plain JSON so CI jobs can pass them on as artifacts; their shape is a contract between the
 jobs of one tick, like the ledger's records are between ticks.
 """
 
@@ -28,6 +29,12 @@ class PlannedCandidate(BaseModel):
     guard_ok: bool = False
     guard_reasons: list[str] = Field(default_factory=list)
     candidate: Candidate | None = None
+    # The guard command has yet to run on it (in a job without secrets: steps/guard.py); until
+    # guard.json says it passed, it is not trained, and the judge leaves it for the next tick.
+    guard_pending: bool = False
+    # An earlier tick's candidate that never got a result, trained again in this one (steps/settle.py):
+    # that tick's id. The judge replaces its earlier infra-error record.
+    carried_from: str | None = None
 
 
 class TickState(BaseModel):
@@ -41,9 +48,32 @@ class TickState(BaseModel):
     baseline_cutoff: datetime | None = None  # base runs that finished before it are stale (baselines.cutoff)
     candidates: list[PlannedCandidate] = Field(default_factory=list)
     actions_run_url: str | None = None
+    run_id: str | None = None  # the Actions run that planned it (ids are derived from it: settle.TickIds)
 
     def runnable(self) -> list[PlannedCandidate]:
-        return [c for c in self.candidates if c.guard_ok and c.candidate is not None]
+        return [c for c in self.candidates if c.guard_ok and c.candidate is not None and not c.guard_pending]
+
+    def apply_guard(self, results: GuardResults | None) -> None:
+        """Take in the guard command's verdicts. A candidate still pending afterwards (the guard
+        job did not run or did not finish) stays pending: not trained, not judged."""
+        for c in self.candidates:
+            got = results.results.get(c.experiment_id) if results is not None else None
+            if not c.guard_pending or got is None:
+                continue
+            c.guard_pending = False
+            if not got.ok:
+                c.guard_ok = False
+                c.guard_reasons.append(f"guard command failed: {got.tail[-500:]}")
+
+
+class GuardOutcome(BaseModel):
+    ok: bool
+    tail: str = ""
+
+
+class GuardResults(BaseModel):
+    tick_id: str
+    results: dict[str, GuardOutcome] = Field(default_factory=dict)
 
 
 class TickResults(BaseModel):
