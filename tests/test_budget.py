@@ -59,10 +59,17 @@ def test_prices():
 
 
 def test_run_seconds_is_the_hard_deadline():
+    from harness.presets import get_preset
+    from harness.protocol import HARNESS_OVERHEAD_S
+
     c = cfg()
-    # gpu preset: 90 s start-up + 300 s budget + 15 s grace + 180 s eval, plus Modal's 300 s margin
-    assert budget.run_seconds_estimate(c) == 885.0
-    assert budget.run_seconds_estimate(c, runner="local") == 585.0
+    p = get_preset("gpu")
+    # gpu preset: start-up allowance + budget + grace + evaluation + the harness's own overhead ...
+    local = p.startup_allowance_seconds + p.budget_seconds + p.grace_seconds + p.eval_timeout_seconds
+    local += HARNESS_OVERHEAD_S
+    assert budget.run_seconds_estimate(c, runner="local") == local
+    # ... plus, on Modal, the margin its function timeout allows
+    assert budget.run_seconds_estimate(c) == local + c.modal.timeout_margin_seconds
 
 
 def test_spent_today_and_tick():
@@ -88,8 +95,9 @@ def test_within_budget(tmp_path):
     ledger.append(rec(0, tokens=100_000, gpu=1000, usd=2))
     d = budget.check(cfg(), ledger, planned_runs=3, planned_llm_tokens=50_000, now=NOW)
     assert d.ok and d.reason.startswith("within budget")
-    assert d.planned.gpu_seconds == 3 * 885
-    assert d.runs_affordable == int((4 * 3600 - 1000) // 885)
+    run = budget.run_seconds_estimate(cfg())
+    assert d.planned.gpu_seconds == 3 * run
+    assert d.runs_affordable == int((4 * 3600 - 1000) // run)
     assert "| GPU seconds today" in d.table and "| budget" in d.table
 
 
@@ -101,33 +109,49 @@ def test_within_budget(tmp_path):
             40_000,
             0,
             50_000,
-            "LLM tokens this tick would reach 50,000, over the cap of 40,000",
+            lambda run: "LLM tokens this tick would reach 50,000, over the cap of 40,000",
         ),
         (
             "llm_tokens_per_day",
             120_000,
             0,
             50_000,
-            "LLM tokens today would reach 150,000, over the cap of 120,000",
+            lambda run: "LLM tokens today would reach 150,000, over the cap of 120,000",
         ),
-        ("gpu_seconds_per_day", 3000, 3, 0, "GPU seconds today would reach 3,655 s, over the cap of 3,000 s"),
-        ("usd_per_day", 3.0, 3, 0, "dollars today would reach $4.91, over the cap of $3.00"),
+        # one run is budgeted at the harness's hard deadline (`run` seconds, on a $3.95/h H100)
+        (
+            "gpu_seconds_per_day",
+            3000,
+            3,
+            0,
+            lambda run: f"GPU seconds today would reach {1000 + 3 * run:,.0f} s, over the cap of 3,000 s",
+        ),
+        (
+            "usd_per_day",
+            3.0,
+            3,
+            0,
+            lambda run: f"dollars today would reach ${2 + 3 * run * 3.95 / 3600:.2f}, over the cap of $3.00",
+        ),
     ],
 )
 def test_each_cap_refuses(field, value, runs, tokens, needle):
+    needle = needle(budget.run_seconds_estimate(cfg()))
     records = [rec(0, tokens=100_000, gpu=1000, usd=2)]
     d = budget.check(cfg(**{field: value}), records, planned_runs=runs, planned_llm_tokens=tokens, now=NOW)
     assert not d.ok and d.reason.startswith("over budget") and needle in d.reason, d.reason
 
 
 def test_gpu_cap_message_has_numbers():
+    run = budget.run_seconds_estimate(cfg())
+    cap = int(1000 + 1.5 * run)  # room for one more run, not two
     d = budget.check(
-        cfg(gpu_seconds_per_day=2000), [rec(0, gpu=1000)], planned_runs=2, planned_llm_tokens=0, now=NOW
+        cfg(gpu_seconds_per_day=cap), [rec(0, gpu=1000)], planned_runs=2, planned_llm_tokens=0, now=NOW
     )
     assert not d.ok
     assert (
-        "GPU seconds today would reach 2,770 s, over the cap of 2,000 s (1,000 s spent + 1,770 s planned)"
-        in d.reason
+        f"GPU seconds today would reach {1000 + 2 * run:,.0f} s, over the cap of {cap:,} s "
+        f"(1,000 s spent + {2 * run:,.0f} s planned)" in d.reason
     )
     assert d.runs_affordable == 1
 
