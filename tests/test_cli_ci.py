@@ -81,13 +81,18 @@ def req(seed: int) -> RunRequest:
 
 
 def test_a_runner_without_its_own_deadline_starts_only_what_can_finish():
-    """The tiny preset's worst case is 88 s plus a 90 s margin: 2 runs fit in 400 s, one at a time."""
+    """A run is budgeted at its worst case (the harness's hard deadline plus a margin): with room for
+    two and a half of them, two runs start one at a time, and all three with two lanes."""
+    from autoresearch_ci.runners.deadline import RUN_MARGIN_S
+    from harness.protocol import hard_deadline_seconds
+
+    room = 2.5 * (hard_deadline_seconds("tiny") + RUN_MARGIN_S)
     inner = Slow()
-    out = Within(inner, time.monotonic() + 400).run_many([req(0), req(1), req(2)])
+    out = Within(inner, time.monotonic() + room).run_many([req(0), req(1), req(2)])
     assert [r.seed for r in inner.got] == [0, 1]
     assert [o.metrics is not None for o in out] == [True, True, False]
     assert out[2].infra_error == NOT_STARTED and out[2].request.seed == 2 and out[2].attempts == 0
-    assert Within(Slow(), time.monotonic() + 400, parallel=2).run_many([req(0), req(1), req(2)])[2].metrics
+    assert Within(Slow(), time.monotonic() + room, parallel=2).run_many([req(0), req(1), req(2)])[2].metrics
 
 
 def test_a_runner_with_its_own_deadline_is_handed_it():

@@ -199,13 +199,11 @@ def test_slots_follow_the_clock_and_the_threads(monkeypatch):
 
 
 def test_the_hard_timeout_follows_the_preset():
-    from harness.presets import get_preset
+    from harness.protocol import hard_deadline_seconds
 
-    p = get_preset("tiny")
     r = LocalRunner(REPO, timeout_margin_s=7)
-    assert r.hard_timeout("tiny") == pytest.approx(
-        p.startup_allowance_seconds + p.budget_seconds + p.grace_seconds + p.eval_timeout_seconds + 7
-    )
+    assert r.hard_timeout("tiny") == pytest.approx(hard_deadline_seconds("tiny") + 7)
+    assert r.hard_timeout("cpu") == pytest.approx(hard_deadline_seconds("cpu") + 7)
 
 
 # -- the real harness on the tiny preset -----------------------------------------------------------

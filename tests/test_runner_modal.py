@@ -67,7 +67,8 @@ import autoresearch_ci.runners.modal_app as m
 import modal
 assert isinstance(m.app, modal.App) and m.app.name == "autoresearch-ci"
 assert isinstance(m.run_candidate, modal.Function) and isinstance(m.prepare_data, modal.Function)
-assert m.GPU == "L4" and m.function_timeout_s("gpu", 300) == 300 + 90 + 300 + 15 + 180
+from harness.protocol import hard_deadline_seconds
+assert m.GPU == "L4" and m.function_timeout_s("gpu", 300) == int(hard_deadline_seconds("gpu") + 300)
 print("ok")
 """
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MODAL_", "AUTORESEARCH_MODAL_"))}
@@ -90,12 +91,10 @@ def test_the_app_refuses_to_load_as_a_file_and_says_how():
 
 
 def test_timeouts_cover_the_preset_deadline_and_the_modal_retries():
-    from harness.presets import get_preset
+    from harness.protocol import hard_deadline_seconds
 
-    p = get_preset("gpu")
     r = ModalRunner(timeout_margin_s=300, modal_retries=1, queue_allowance_s=600)
-    deadline = p.startup_allowance_seconds + p.budget_seconds + p.grace_seconds + p.eval_timeout_seconds
-    assert r.function_timeout("gpu") == int(deadline + 300)
+    assert r.function_timeout("gpu") == int(hard_deadline_seconds("gpu") + 300)
     assert r.get_timeout("gpu") >= 2 * r.function_timeout("gpu") + 600
 
 
@@ -478,13 +477,22 @@ def test_sigterm_to_the_train_command_cancels_its_modal_calls(tmp_path, prepared
     """What GitHub does to a step of a cancelled or timed-out job: SIGINT, then SIGTERM."""
     import signal as sig
 
-    from autoresearch_ci.steps.state import TickState
+    from autoresearch_ci.records import Candidate, Proposal
+    from autoresearch_ci.steps.state import PlannedCandidate, TickState
 
     env = _standin_env(tmp_path)
     hang = "import time\ntime.sleep(120)\n"  # a run still going when the job ends
+    cand = PlannedCandidate(
+        experiment_id="e-1",
+        proposal=Proposal(proposer="test", files={"train.py": hang + "# b\n"}, parent_commit="0" * 40),
+        guard_ok=True,
+        candidate=Candidate(
+            experiment_id="e-1", branch="autoresearch/e-1", base_commit="0" * 40, commit="1" * 40
+        ),
+    )
     state = TickState(
         tick_id="t-1", base_commit="0" * 40, preset="tiny", runner="modal", forge="local",
-        base_files={"train.py": hang}, baseline_seeds_needed=[0],
+        base_files={"train.py": hang}, baseline_seeds_needed=[0], candidates=[cand],
     )  # fmt: skip
     repo = tmp_path / "repo"
     repo.mkdir()

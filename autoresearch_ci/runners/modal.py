@@ -160,6 +160,7 @@ class ModalRunner:
         self.queue_allowance_s = queue_allowance_s
         self.max_parallel = max(1, int(max_parallel))
         self.prepare = prepare
+        self._prepared: set[str] = set()  # presets whose data this runner has made sure of
         self.check_harness = check_harness
         self._call = call
         self._prepare_call = prepare_call
@@ -302,10 +303,12 @@ class ModalRunner:
             except ValueError as e:  # caught here, so no GPU container starts only to say exit 2
                 failed_presets[preset] = str(e)
                 continue
-            if self.prepare and prepare_call is not None:
+            if self.prepare and prepare_call is not None and preset not in self._prepared:
                 err = self._prepare(preset, prepare_call)
                 if err is not None:
                     failed_presets[preset] = f"data preparation failed: {err.reason}"
+                else:  # once per tick: the train step calls run_many once per round of pairs
+                    self._prepared.add(preset)
 
         def one(request: RunRequest) -> RunOutcome:
             if request.preset in failed_presets:
