@@ -1,13 +1,19 @@
 """A model process of the scoring: rebuilds the candidate's network in a sandbox and serves logits.
 
 Started twice per run by harness/scorer.py (the two processes share nothing), each in its own
-sandbox with train.py and the trained weights read-only, a private scratch directory and a socket:
-no training data, no validation file, no clock. It imports train.py, calls `build_model(ctx)`, loads
-the safetensors weights strictly, switches to eval() and answers:
+sandbox with train.py read-only, an empty read-only directory where the trained weights will
+appear, a private scratch directory and a socket: no training data, no validation file, no clock.
+They start while the candidate trains (so their start-up is not added to the run), import train.py,
+call `build_model(ctx)`, then wait for the weights, load them strictly, switch to eval() and answer:
 
-    <- spec                                   preset, device, threads, where the files are
-    -> ready        flops_per_token           (informational: counted here, so the candidate could lie)
-    <- buffer       + a sealed memfd (SCM_RIGHTS): where the logits go, float32 [rows, T, vocab]
+    <- spec                                   preset, device, threads, where train.py is
+    -> built        flops_per_token           (informational: counted here, so the candidate could lie)
+    <- load         weights                   the trained weights are in place now
+    -> ready
+    <- buffer       + a fd (SCM_RIGHTS): where the logits go, float32 [rows, T, vocab]: a sealed memfd,
+                    or GPU memory the scorer exported (harness/cuda_ipc.py)
+    -> buffer_ok | buffer_failed error        (a GPU buffer that cannot be imported here: the scorer
+                                              sends a host one instead)
     <- forward      b, t + int32 tokens       -> logits (the first vocab_size columns) in the buffer
     -> fail         status, error             the candidate's own failure (crash / invalid)
 
@@ -72,22 +78,6 @@ def main() -> int:
             "invalid: build_model(ctx) must return a torch.nn.Module, "
             f"got {type(model).__module__}.{type(model).__qualname__}",
         )
-    try:
-        from safetensors.torch import load_file
-
-        state = load_file(spec["weights"], device=device)
-    except Exception as e:
-        return fail("crash", f"crash: the trained weights could not be read\n{exc_tail(e)}")
-    try:
-        model.load_state_dict(state, strict=True)
-    except Exception as e:
-        return fail(
-            "invalid",
-            "invalid: the state_dict() of the model train(ctx) returned does not load "
-            f"strictly into build_model(ctx): {str(e)[:2000]}",
-        )
-    del state
-    model.eval()
 
     def forward(x):
         with torch.no_grad():
@@ -107,22 +97,52 @@ def main() -> int:
             flops = 3.0 * float(counter.get_total_flops()) / T
         except Exception as e:  # a model FlopCounterMode cannot follow: no MFU, not a failure
             say(f"FLOP count failed: {type(e).__name__}: {e}")
-    chan.send({"op": "ready", "flops_per_token": flops})
+    chan.send({"op": "built", "flops_per_token": flops})
 
-    msg, _, fds = chan.recv(with_fds=True)
-    if msg.get("op") != "buffer" or len(fds) != 1:
-        return fail("crash", "crash: the model process did not get its logits buffer")
-    rows = int(msg["rows"])
-    if msg.get("kind") == "vmm":  # GPU memory the scorer exported (harness/cuda_ipc.py): zero copy
-        from harness.cuda_ipc import VmmBuffer
+    msg, _ = chan.recv()
+    if msg.get("op") != "load":
+        return fail("crash", "crash: the model process did not get its weights")
+    try:
+        from safetensors.torch import load_file
 
-        dev_index = torch.device(device).index or 0
-        out = VmmBuffer(rows * T * V * 4, dev_index, fd=fds[0]).tensor((rows, T, V))
-    else:
-        buf = mmap.mmap(fds[0], rows * T * V * 4, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
-        out = torch.from_numpy(np.frombuffer(buf, dtype=np.float32).reshape(rows, T, V))
-        if cuda:
-            torch.cuda.cudart().cudaHostRegister(out.data_ptr(), out.numel() * 4, 0)
+        state = load_file(str(msg["weights"]), device=device)
+    except Exception as e:
+        return fail("crash", f"crash: the trained weights could not be read\n{exc_tail(e)}")
+    try:
+        model.load_state_dict(state, strict=True)
+    except Exception as e:
+        return fail(
+            "invalid",
+            "invalid: the state_dict() of the model train(ctx) returned does not load "
+            f"strictly into build_model(ctx): {str(e)[:2000]}",
+        )
+    del state
+    model.eval()
+    chan.send({"op": "ready"})
+
+    out = None
+    while out is None:
+        msg, _, fds = chan.recv(with_fds=True)
+        if msg.get("op") != "buffer" or len(fds) != 1:
+            return fail("crash", "crash: the model process did not get its logits buffer")
+        rows = int(msg["rows"])
+        try:
+            if msg.get("kind") == "vmm":  # GPU memory the scorer exported (harness/cuda_ipc.py): zero copy
+                from harness.cuda_ipc import VmmBuffer
+
+                dev_index = torch.device(device).index or 0
+                out = VmmBuffer(rows * T * V * 4, dev_index, fd=fds[0]).tensor((rows, T, V))
+            else:
+                buf = mmap.mmap(fds[0], rows * T * V * 4, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+                out = torch.from_numpy(np.frombuffer(buf, dtype=np.float32).reshape(rows, T, V))
+                if cuda:
+                    torch.cuda.cudart().cudaHostRegister(out.data_ptr(), out.numel() * 4, 0)
+        except Exception as e:  # the harness's transport, not the candidate: say so, get another
+            chan.send({"op": "buffer_failed", "error": f"{type(e).__name__}: {e}"[:500]})
+            continue
+        finally:
+            os.close(fds[0])
+        chan.send({"op": "buffer_ok"})
     guard_msg = None
     while True:
         msg, payload = chan.recv()

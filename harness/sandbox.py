@@ -542,35 +542,46 @@ class SandboxProcess:
 
 
 def kill_descendants(root_pid: int | None = None, exclude: set[int] | None = None, rounds: int = 20) -> int:
-    """SIGKILL every live descendant of `root_pid` (default: this process) and reap what is ours.
-    Returns how many were found. With this process a subreaper, orphans come back to it."""
+    """SIGKILL every live descendant of `root_pid` (default: this process) but the processes in
+    `exclude` and everything below them, and reap what is ours (not those). Returns how many were
+    found. With this process a subreaper, orphans come back to it."""
     root = os.getpid() if root_pid is None else root_pid
+    exclude = set(exclude or ())
     found = 0
     for _ in range(rounds):
-        procs = proc_table(live_only=True)
-        kids = descendants(proc_table(), root) & set(procs)
-        kids -= exclude or set()
+        table = proc_table()
+        live = set(proc_table(live_only=True))
+        kids = descendants(table, root) & live
+        for pid in exclude:
+            kids -= {pid} | descendants(table, pid)
         if not kids:
             break
         found += len(kids)
         for pid in kids:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.kill(pid, signal.SIGKILL)
-        reap_children()
+        reap_children(keep=exclude)
         time.sleep(0.02)
-    reap_children()
+    reap_children(keep=exclude)
     return found
 
 
 def reap_children(keep: set[int] | None = None) -> None:
-    """Reap zombie children (orphans re-parented to us) without waiting."""
-    while True:
-        try:
-            pid, _ = os.waitpid(-1, os.WNOHANG)
-        except ChildProcessError:
-            return
-        if pid == 0:
-            return
+    """Reap zombie children (orphans re-parented to us) without waiting, but those in `keep`, whose
+    exit status their Popen object still wants."""
+    if not keep:
+        while True:
+            try:
+                pid, _ = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+    me = os.getpid()
+    for pid, (ppid, _) in proc_table().items():
+        if ppid == me and pid not in keep:
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(pid, os.WNOHANG)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -624,14 +635,16 @@ class ProcCounter:
     kind = "proc"
 
     def __init__(self, exclude: set[int] | None = None):
-        self.exclude = exclude or set()
+        self.exclude = set(exclude or ())  # processes not counted, with everything below them
         t = os.times()
         self._base = t.children_user + t.children_system
 
     def read(self) -> float:
         procs = proc_table()
-        me = os.getpid()
-        live = sum(procs[p][1] for p in descendants(procs, me) - self.exclude if p in procs)
+        tree = descendants(procs, os.getpid())
+        for pid in self.exclude:  # the scoring's model processes, started beside the training
+            tree -= {pid} | descendants(procs, pid)
+        live = sum(procs[p][1] for p in tree if p in procs)
         t = os.times()
         return live + (t.children_user + t.children_system - self._base)
 

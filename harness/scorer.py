@@ -179,13 +179,14 @@ class Tally:
                 )
 
 
-def make_buffer(B: int, T: int, V: int, device: str):
+def make_buffer(B: int, T: int, V: int, device: str, transport: str | None = None):
     """(kind, buffer with .fd and .close(), float32 [B, T, V] view) for one model process's logits:
     a CUDA VMM allocation exported as a fd on CUDA (zero copy; AUTORESEARCH_CUDA_TRANSPORT=host
     forces the host path), else a sealed memfd in host memory."""
     import torch
 
-    if device.startswith("cuda") and os.environ.get("AUTORESEARCH_CUDA_TRANSPORT", "vmm") == "vmm":
+    transport = transport or os.environ.get("AUTORESEARCH_CUDA_TRANSPORT", "vmm")
+    if device.startswith("cuda") and transport == "vmm":
         from harness.cuda_ipc import VmmBuffer
 
         idx = torch.device(device).index or 0
@@ -209,12 +210,14 @@ class ModelProc:
 
     def __init__(self, name: str, sp, chan: Channel, log_path: Path):
         self.name, self.sp, self.chan, self.log_path = name, sp, chan, log_path
-        self.ready: dict | None = None
         self.buffer: LogitsBuffer | None = None
         self.view = None
         self.items: list[tuple[int, bool]] = []
         self.inflight: list[tuple[int, bool]] | None = None
         self.kind = "host"
+        self.built: dict | None = None
+        self.weights: Path | None = None  # where the process reads the weights (its own view)
+        self.wdir: Path | None = None  # where we put them
 
     def failure(self, msg: dict | None) -> ScoreFailure:
         if msg is not None and msg.get("op") == "fail":
@@ -231,23 +234,98 @@ class ModelProc:
         )
 
 
-def score(
+MODEL_DIR_INSIDE = "/opt/autoresearch/model"  # read-only; the weights appear in it after training
+WEIGHTS_NAME = "weights.safetensors"
+
+
+def start_models(
     *,
     sandbox,
-    data,
     preset,
     device: str,
     seed: int,
-    weights: Path,
+    bos_id: int,
     train_file: Path,
     run_dir: Path,
     inprocess: dict | None,
     count_flops: bool = True,
     compile_seed: str | None = None,
-    log=print,
-) -> dict:
-    """Score `weights` (a verified safetensors file) with train.py's build_model. Returns the result
-    fields; raises ScoreFailure for the candidate's failures. Anything else is a harness failure."""
+) -> list[ModelProc]:
+    """Start the two model processes, each in its own sandbox, while the candidate still trains: they
+    import torch and train.py and build the network, then wait for `score` to hand them the weights.
+    Their CPU time is not the training's (they are outside its cgroup and process tree). Raises
+    OSError when a sandbox cannot be started (the harness's failure). `stop_models` ends them."""
+    bw = sandbox.isolation == "bwrap"
+    device_type = "cuda" if device.startswith("cuda") else "cpu"
+    procs: list[ModelProc] = []
+    try:
+        for i, name in enumerate(("a", "b")):
+            scratch = sandbox.private_dir(f"model-{name}")
+            if compile_seed is not None:  # the partition of this train.py, a private copy each
+                compile_cache.seed(scratch, compile_seed, (NOBODY, NOBODY) if sandbox.root_drop else None)
+            wdir = run_dir / f"weights-{name}"
+            wdir.mkdir(mode=0o755)
+            chan, child = Channel.pair(max_payload=1 << 12)
+            log_path = run_dir / f"model-{name}.log"
+            with open(log_path, "wb") as logf:
+                sp = sandbox.popen(
+                    "harness.modelproc",
+                    scratch=scratch,
+                    threads=preset.threads,
+                    cuda=device_type == "cuda",
+                    ro_files={TRAIN_INSIDE: train_file, MODEL_DIR_INSIDE: wdir},
+                    pass_fds=(child.fileno(),),
+                    log=logf,
+                    extra_env={"AUTORESEARCH_FD": str(child.fileno())},
+                )
+            child.close()
+            mp = ModelProc(name, sp, chan, log_path)
+            mp.weights = (Path(MODEL_DIR_INSIDE) if bw else wdir) / WEIGHTS_NAME
+            mp.wdir = wdir
+            procs.append(mp)
+            chan.send(
+                {
+                    "op": "spec",
+                    "preset": preset.name,
+                    "device": device,
+                    "seed": int(seed),
+                    "bos_id": bos_id,
+                    "threads": preset.threads,
+                    "count_flops": bool(count_flops and i == 0),
+                    "train_file": TRAIN_INSIDE if bw else str(train_file),
+                    **(inprocess or {}),
+                }
+            )
+    except BaseException:
+        stop_models(procs, device)
+        raise
+    return procs
+
+
+def stop_models(procs: list[ModelProc], device: str) -> None:
+    """Kill the model processes and let go of their buffers (idempotent)."""
+    for mp in procs:
+        mp.sp.kill()
+        if mp.view is not None and device.startswith("cuda") and mp.kind == "host":
+            with contextlib.suppress(Exception):
+                import torch
+
+                torch.cuda.cudart().cudaHostUnregister(mp.view.data_ptr())
+        mp.view = None
+        if mp.buffer is not None:
+            with contextlib.suppress(Exception):
+                mp.buffer.close()
+            mp.buffer = None
+        with contextlib.suppress(Exception):
+            mp.chan.close()
+        with contextlib.suppress(Exception):
+            mp.sp.proc.wait(timeout=10)
+
+
+def score(procs: list[ModelProc], *, data, preset, device: str, weights: Path, log=print) -> dict:
+    """Score `weights` (a verified safetensors file) with the model processes `start_models` started.
+    Returns the result fields; raises ScoreFailure for the candidate's failures. Anything else is a
+    harness failure. The caller stops the processes (stop_models) whatever happens."""
     import torch
 
     t0 = time.monotonic()
@@ -260,150 +338,122 @@ def score(
     plan = make_plan(rows, val, preset.vocab_size, rng)
     tally = Tally(plan, token_bytes, device_type)
     B, T, V = preset.eval_batch_size, preset.seq_len, preset.vocab_size
+    for i, mp in enumerate(procs):
+        mp.items = list(plan.work[i])
+        dest = mp.wdir / WEIGHTS_NAME
+        shutil.copyfile(weights, dest)
+        os.chmod(dest, 0o444)
+    t_started = time.monotonic()
 
-    procs: list[ModelProc] = []
-    transport = None
-    try:
-        for i, name in enumerate(("a", "b")):
-            scratch = sandbox.private_dir(f"model-{name}")
-            if compile_seed is not None:  # the partition of this train.py, a private copy each
-                compile_cache.seed(scratch, compile_seed, (NOBODY, NOBODY) if sandbox.root_drop else None)
-            wdir = run_dir / f"weights-{name}"
-            wdir.mkdir(mode=0o755)
-            shutil.copyfile(weights, wdir / "weights.safetensors")
-            os.chmod(wdir / "weights.safetensors", 0o444)
-            chan, child = Channel.pair(max_payload=1 << 12)
-            log_path = run_dir / f"model-{name}.log"
-            bw = sandbox.isolation == "bwrap"
-            with open(log_path, "wb") as logf:
-                sp = sandbox.popen(
-                    "harness.modelproc",
-                    scratch=scratch,
-                    threads=preset.threads,
-                    cuda=device_type == "cuda",
-                    ro_files={TRAIN_INSIDE: train_file, WEIGHTS_INSIDE: wdir / "weights.safetensors"},
-                    pass_fds=(child.fileno(),),
-                    log=logf,
-                    extra_env={"AUTORESEARCH_FD": str(child.fileno())},
-                )
-            child.close()
-            mp = ModelProc(name, sp, chan, log_path)
-            mp.items = list(plan.work[i])
-            procs.append(mp)
-            chan.send(
-                {
-                    "op": "spec",
-                    "preset": preset.name,
-                    "device": device,
-                    "seed": int(seed),
-                    "bos_id": data.bos_id,
-                    "threads": preset.threads,
-                    "count_flops": bool(count_flops and i == 0),
-                    "train_file": TRAIN_INSIDE if bw else str(train_file),
-                    "weights": WEIGHTS_INSIDE if bw else str(wdir / "weights.safetensors"),
-                    **(inprocess or {}),
-                }
+    def recv_any(timeout: float):
+        socks = {mp.chan.fileno(): mp for mp in procs if mp.sp.poll() is None or mp.chan._buf}
+        r, _, _ = select.select(list(socks) or [procs[0].chan.fileno()], [], [], timeout)
+        out = []
+        for fd in r:
+            mp = socks.get(fd)
+            if mp is None:
+                continue
+            try:
+                got = mp.chan.recv(timeout=0)
+            except ChannelClosed:
+                raise mp.failure(None) from None
+            except ProtocolError as e:
+                raise ScoreFailure("invalid", f"invalid: a model process broke the protocol: {e}") from None
+            if got is not None:
+                out.append((mp, got[0]))
+        for mp in procs:
+            if mp.sp.poll() is not None and not r:
+                raise mp.failure(None)
+        return out
+
+    def check_deadline():
+        if time.monotonic() > deadline:
+            raise ScoreFailure(
+                "timeout", f"timeout: evaluation did not finish within {preset.eval_timeout_seconds:g} s"
             )
-        t_started = time.monotonic()
 
-        def recv_any(timeout: float):
-            socks = {mp.chan.fileno(): mp for mp in procs if mp.sp.poll() is None or mp.chan._buf}
-            r, _, _ = select.select(list(socks) or [procs[0].chan.fileno()], [], [], timeout)
-            out = []
-            for fd in r:
-                mp = socks.get(fd)
-                if mp is None:
-                    continue
-                try:
-                    got = mp.chan.recv(timeout=0)
-                except ChannelClosed:
-                    raise mp.failure(None) from None
-                except ProtocolError as e:
-                    raise ScoreFailure(
-                        "invalid", f"invalid: a model process broke the protocol: {e}"
-                    ) from None
-                if got is not None:
-                    out.append((mp, got[0]))
-            for mp in procs:
-                if mp.sp.poll() is not None and not r:
-                    raise mp.failure(None)
-            return out
-
-        def check_deadline():
-            if time.monotonic() > deadline:
-                raise ScoreFailure(
-                    "timeout", f"timeout: evaluation did not finish within {preset.eval_timeout_seconds:g} s"
-                )
-
-        while any(mp.ready is None for mp in procs):
+    def wait_all(expect: str, other=None) -> list[dict]:
+        """Every process's answer `expect`; `other(mp, msg)` may handle another message (True), and
+        anything else (a "fail" included) is the candidate's failure."""
+        replies: dict[int, dict] = {}
+        while len(replies) < len(procs):
             check_deadline()
             for mp, msg in recv_any(POLL_S):
-                if msg.get("op") == "ready" and mp.ready is None:
-                    mp.ready = msg
-                else:
+                i = procs.index(mp)
+                if i not in replies and msg.get("op") == expect:
+                    replies[i] = msg
+                elif not (other is not None and other(mp, msg)):
                     raise mp.failure(msg)
-        t_ready = time.monotonic()
-        for mp in procs:
-            mp.kind, mp.buffer, mp.view = make_buffer(B, T, V, device)
+        return [replies[i] for i in range(len(procs))]
+
+    for mp, msg in zip(procs, wait_all("built"), strict=True):  # long done: they started with the training
+        mp.built = msg
+    t_built = time.monotonic()
+    for mp in procs:
+        mp.chan.send({"op": "load", "weights": str(mp.weights)})
+    wait_all("ready")
+    t_ready = time.monotonic()
+
+    def buffer_reply(mp, msg):
+        if msg.get("op") == "buffer_failed" and mp.kind != "host":
+            log(f"harness: the {mp.kind} logits transport failed in a model process ({msg.get('error')}); "
+                "copying logits through host memory")
+            mp.buffer.close()
+            mp.kind, mp.buffer, mp.view = make_buffer(B, T, V, device, transport="host")
             mp.chan.send({"op": "buffer", "rows": B, "kind": mp.kind}, fds=(mp.buffer.fd,))
-        transport = procs[0].kind
+            return True
+        return False
 
-        def send_next(mp: ModelProc) -> None:
-            if not mp.items:
-                mp.inflight = None
-                return
-            batch, mp.items = mp.items[:B], mp.items[B:]
-            toks = np.stack([(plan.twins[r] if tw else plan.rows[r])[:-1] for r, tw in batch]).astype(
-                np.int32
-            )
-            mp.inflight = batch
-            mp.chan.send({"op": "forward", "b": len(batch), "t": T}, toks.tobytes())
+    for mp in procs:
+        mp.kind, mp.buffer, mp.view = make_buffer(B, T, V, device)
+        mp.chan.send({"op": "buffer", "rows": B, "kind": mp.kind}, fds=(mp.buffer.fd,))
+    wait_all("buffer_ok", buffer_reply)
+    transport = "/".join(sorted({mp.kind for mp in procs}))
 
-        for mp in procs:
-            send_next(mp)
-        while any(mp.inflight for mp in procs):
-            check_deadline()
-            for mp, msg in recv_any(POLL_S):
-                if msg.get("op") != "logits" or not mp.inflight or msg.get("b") != len(mp.inflight):
-                    raise mp.failure(msg)
-                batch = mp.inflight
-                logits = mp.view[: len(batch)]
-                if mp.kind == "host" and device_type == "cuda":
-                    logits = logits.to(device, non_blocking=True)
-                lp = torch.log_softmax(logits, dim=-1)
-                if device_type == "cuda":
-                    torch.cuda.current_stream().synchronize()  # read out before the model may overwrite it
-                send_next(mp)  # the model computes the next batch while we score this one
-                tally.add(lp, batch)
-                del lp, logits
-                if tally.nonfinite:
-                    break
+    def send_next(mp: ModelProc) -> None:
+        if not mp.items:
+            mp.inflight = None
+            return
+        batch, mp.items = mp.items[:B], mp.items[B:]
+        toks = np.stack([(plan.twins[r] if tw else plan.rows[r])[:-1] for r, tw in batch]).astype(np.int32)
+        mp.inflight = batch
+        mp.chan.send({"op": "forward", "b": len(batch), "t": T}, toks.tobytes())
+
+    for mp in procs:
+        send_next(mp)
+    while any(mp.inflight for mp in procs):
+        check_deadline()
+        for mp, msg in recv_any(POLL_S):
+            if msg.get("op") != "logits" or not mp.inflight or msg.get("b") != len(mp.inflight):
+                raise mp.failure(msg)
+            batch = mp.inflight
+            logits = mp.view[: len(batch)]
+            if mp.kind == "host" and device_type == "cuda":
+                logits = logits.to(device, non_blocking=True)
+            lp = torch.log_softmax(logits, dim=-1)
+            if device_type == "cuda":
+                torch.cuda.current_stream().synchronize()  # read out before the model may overwrite it
+            send_next(mp)  # the model computes the next batch while we score this one
+            tally.add(lp, batch)
+            del lp, logits
             if tally.nonfinite:
                 break
-        for mp in procs:
-            if mp.sp.poll() is None:
+        if tally.nonfinite:
+            break
+    for mp in procs:
+        if mp.sp.poll() is None:
+            with contextlib.suppress(OSError):
                 mp.chan.send({"op": "exit"})
-    finally:
-        for mp in procs:
-            mp.sp.kill()
-            if mp.view is not None and device_type == "cuda" and mp.kind == "host":
-                with contextlib.suppress(Exception):
-                    torch.cuda.cudart().cudaHostUnregister(mp.view.data_ptr())
-            mp.view = None
-            if mp.buffer is not None:
-                mp.buffer.close()
-            mp.chan.close()
-            with contextlib.suppress(Exception):
-                mp.sp.proc.wait(timeout=10)
     t_end = time.monotonic()
-    flops = procs[0].ready.get("flops_per_token") if procs and procs[0].ready else None
+    flops = procs[0].built.get("flops_per_token") if procs and procs[0].built else None
     out = {
         "val_nats": tally.nats,
         "eval_bytes": tally.bytes,
         "eval_tokens": tally.scored,
         "eval_rows": int(len(plan.rows)),
         "eval_seconds": round(t_end - t0, 3),
-        "eval_startup_seconds": round(t_ready - t_started, 3),
+        "eval_startup_seconds": round(t_ready - t_started, 3),  # waiting for the build, then the load
+        "eval_build_wait_seconds": round(t_built - t_started, 3),
         "eval_transport": transport,
         "flops_per_token": flops if isinstance(flops, int | float) else None,
         "probe": {

@@ -345,8 +345,15 @@ def run(
 
     metrics = blank_metrics(preset_name, seed)
     run_dir: Path | None = None
+    models: list = []  # the scoring's model processes, started with the training (scorer.py)
+    model_device = "cpu"
 
     def finish(code: int, **fields) -> int:
+        if models:
+            from harness.scorer import stop_models
+
+            stop_models(models, model_device)
+            models.clear()
         metrics.update(fields)
         if metrics.get("status") != "ok":
             metrics["val_bpb"] = None
@@ -470,6 +477,33 @@ def run(
             **inproc_spec,
         }
     )
+    # The scoring's two model processes start now, beside the training (their start-up, a torch import
+    # and build_model, is then not added to the run); they get the weights once training is over.
+    from harness.scorer import start_models
+
+    model_device = dev
+    try:
+        models.extend(
+            start_models(
+                sandbox=sandbox,
+                preset=preset,
+                device=dev,
+                seed=int(seed),
+                bos_id=data.bos_id,
+                train_file=train_path,
+                run_dir=run_dir,
+                inprocess=inproc_spec,
+                compile_seed=metrics["train_sha256"],
+            )
+        )
+    except OSError as e:
+        sp.kill()
+        counter.close()
+        return finish(
+            EXIT_INFRA, status="infra_error", error=f"infra: could not start the scoring's sandboxes: {e}"
+        )
+    if hasattr(counter, "exclude"):  # the /proc counter: the model processes are not the training
+        counter.exclude.update(mp.sp.proc.pid for mp in models)
     loaders = Loaders(data, int(seed))  # packed here, while the worker imports torch
     clock = Clock(preset, counter, spawn)
     tr = Training(sp, chan, clock, preset, loaders, log_path, echo)
@@ -483,7 +517,7 @@ def run(
             sp.proc.wait(timeout=10)
         if hasattr(counter, "kill_all"):
             counter.kill_all()
-        left = kill_descendants()
+        left = kill_descendants(exclude={mp.sp.proc.pid for mp in models})
         chan.close()
     tr.echo_log()
     metrics["leftover_processes_killed"] = left
@@ -593,18 +627,7 @@ def run(
     from harness.scorer import ScoreFailure, score
 
     try:
-        res = score(
-            sandbox=sandbox,
-            data=data,
-            preset=preset,
-            device=dev,
-            seed=int(seed),
-            weights=model_path,
-            train_file=train_path,
-            run_dir=run_dir,
-            inprocess=inproc_spec,
-            compile_seed=metrics["train_sha256"],
-        )
+        res = score(models, data=data, preset=preset, device=dev, weights=model_path)
     except ScoreFailure as e:
         kill_descendants()
         return finish(EXIT_RESULT, status=e.status, error=e.error)
@@ -626,6 +649,7 @@ def run(
         "eval_rows",
         "eval_seconds",
         "eval_startup_seconds",
+        "eval_build_wait_seconds",
         "eval_transport",
         "flops_per_token",
         "probe",
