@@ -10,7 +10,7 @@ training vs total seconds, start-up and evaluation seconds, peak memory).
 `sweep` is for choosing the baseline's shape. Each case runs in a fresh process with an empty
 Inductor cache (so compile times are cold), drives train.py's own `train(ctx)` with a stand-in
 context that serves random tokens for a short budget, and counts FLOPs the way the harness does
-(harness.evaluate.flops_per_token: FlopCounterMode on one [1, seq_len] forward, times 3). It also
+(as harness/modelproc.py does: FlopCounterMode on one [1, seq_len] forward, times 3). It also
 compares regional compilation (what train.py does) with compiling the whole model, and times the
 evaluation's forward pass, so the evaluation time of a 21M-token climbmix split can be projected
 even when the cache holds the small offline corpus.
@@ -151,11 +151,35 @@ class BenchContext:
         self.losses.append(float(loss))
 
 
+def flops_per_token(model, seq_len: int, vocab: int, device: str) -> float:
+    """Training FLOPs per token as the harness counts them (harness/modelproc.py): 3 x the FLOPs of
+    one [1, seq_len] forward, counted by torch.utils.flop_counter."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    x = torch.randint(0, vocab, (1, seq_len), device=device)
+    counter = FlopCounterMode(display=False)
+    with torch.no_grad(), counter:
+        model(x)
+    return 3.0 * float(counter.get_total_flops()) / seq_len
+
+
+def _run_batch(model, x, y, token_bytes, vocab: int, device: str):
+    """One evaluation batch the way the scoring does it: the model's logits, then float32
+    log-softmax and the targets' nats and bytes (harness/scorer.py, without the twin probe)."""
+    import torch
+
+    with torch.no_grad():
+        logits = model(x)
+        lp = torch.log_softmax(logits.float().view(-1, vocab), dim=-1)
+        nats = -lp.gather(1, y.reshape(-1, 1)).sum()
+        return nats, token_bytes[y].sum()
+
+
 def sweep_case(name: str, overrides: dict, opts: dict) -> dict:
     """One case, in this (fresh) process. Returns the measurements."""
     t_start = time.monotonic()
     import torch
-    from harness.evaluate import _run_batch, flops_per_token
 
     from harness.mfu import peak_flops
 
@@ -267,7 +291,6 @@ def profile_case() -> None:
     """Where the warm-up and a step go: each first call timed, compile-time breakdown, kernel tables."""
     t0 = time.monotonic()
     import torch
-    from harness.evaluate import _run_batch, flops_per_token
     from torch.profiler import ProfilerActivity, profile
 
     print(f"import torch: {time.monotonic() - t0:.2f} s", flush=True)

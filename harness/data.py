@@ -726,7 +726,33 @@ def prepare(
             else "source offline asked for"
         )
         _info(f"data: offline corpus {corpus} ({why})")
-    return _locked_build(preset, "offline", None, progress, force)
+    data = _locked_build(preset, "offline", None, progress, force)
+    if preset.device == "cuda":
+        _warn_memorised(preset, data)
+    return data
+
+
+# train.py's throughput on one H200 with the gpu preset (benchmarks/README.md, issue 12's runs).
+MEASURED_GPU_TOKENS_PER_S = 1.4e6
+
+
+def _warn_memorised(preset: Preset, data: PreparedData) -> None:
+    """A GPU preset on the small offline corpus: its val_bpb measures memorisation, say so."""
+    tokens = int(data.stats.get("train_tokens") or 0)
+    if tokens <= 0:
+        return
+    passes = MEASURED_GPU_TOKENS_PER_S * preset.budget_seconds / tokens
+    if passes < 2:
+        return
+    _info(
+        f"data: warning: the {preset.name} preset passes over this {tokens / 1e6:.1f}M-token offline corpus "
+        f"about {passes:.0f} times in {preset.budget_seconds:g} s (at the "
+        f"{MEASURED_GPU_TOKENS_PER_S / 1e6:.1f}M tokens/s train.py reaches on an H200) and memorises it, so "
+        "val_bpb from this cache measures nothing "
+        "(tokens/s, MFU and start-up time are still real). For a real val_bpb prepare climbmix, or local "
+        "parquet shards in its layout: AUTORESEARCH_DATA_URL=http://HOST:PORT python -m harness prepare "
+        f"--preset {preset.name} --source climbmix --train-shards N (README: Data)."
+    )
 
 
 def _usable(data: PreparedData) -> bool:

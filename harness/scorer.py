@@ -396,8 +396,10 @@ def score(procs: list[ModelProc], *, data, preset, device: str, weights: Path, l
 
     def buffer_reply(mp, msg):
         if msg.get("op") == "buffer_failed" and mp.kind != "host":
-            log(f"harness: the {mp.kind} logits transport failed in a model process ({msg.get('error')}); "
-                "copying logits through host memory")
+            log(
+                f"harness: the {mp.kind} logits transport failed in a model process ({msg.get('error')}); "
+                "copying logits through host memory"
+            )
             mp.buffer.close()
             mp.kind, mp.buffer, mp.view = make_buffer(B, T, V, device, transport="host")
             mp.chan.send({"op": "buffer", "rows": B, "kind": mp.kind}, fds=(mp.buffer.fd,))

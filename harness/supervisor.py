@@ -316,6 +316,21 @@ def protected_paths(data, preset) -> list[str]:
     return sorted(paths)
 
 
+def own_log(path: Path) -> Path:
+    """The run's log file, never the one this process's stdout or stderr already writes to: with
+    `--out m.json > m.log` the echo would read back its own lines from m.log and write them again,
+    without end. That case logs to m.run.log instead."""
+    try:
+        st = path.stat()
+    except OSError:
+        return path
+    for fd in (1, 2):
+        with contextlib.suppress(OSError):
+            if os.path.samestat(os.fstat(fd), st):
+                return path.with_suffix(".run.log")
+    return path
+
+
 def run(
     train_file: str | os.PathLike,
     preset_name: str,
@@ -329,7 +344,7 @@ def run(
     """Run one training + evaluation of `train_file` and write `out`. Returns the exit code."""
     t_begin = time.monotonic()
     out = Path(out).resolve()
-    log_path = Path(log_path).resolve() if log_path else out.with_suffix(".log")
+    log_path = own_log(Path(log_path).resolve() if log_path else out.with_suffix(".log"))
     from harness import compile_cache
     from harness.data import CacheError, load_prepared, prepare_command
     from harness.presets import UnknownPresetError, get_preset, handback_allowance, overrun_tolerance

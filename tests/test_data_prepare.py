@@ -147,3 +147,21 @@ def test_other_preset_shapes_get_their_own_cache(prepared_tiny):
     gpu_like = dataclasses.replace(get_preset("tiny"), name="t", vocab_size=1024)
     with pytest.raises(CacheError, match="no prepared data for preset 't'"):
         load_prepared(gpu_like)
+
+
+def test_a_gpu_preset_on_the_offline_corpus_is_warned_that_it_memorises(capsys):
+    from types import SimpleNamespace
+
+    from harness import data as hdata
+    from harness.presets import get_preset
+
+    small = SimpleNamespace(stats={"train_tokens": 4_570_000})
+    hdata._warn_memorised(get_preset("gpu"), small)
+    err = capsys.readouterr()
+    text = err.out + err.err
+    assert "about 92 times in 300 s" in text and "measures nothing" in text
+    assert "--preset gpu --source climbmix --train-shards N" in text
+    big = SimpleNamespace(stats={"train_tokens": 10_000_000_000})  # climbmix-sized: no warning
+    hdata._warn_memorised(get_preset("gpu"), big)
+    err = capsys.readouterr()
+    assert "warning" not in err.out + err.err

@@ -225,3 +225,18 @@ def test_merged_at_finds_the_merge_or_the_fast_forward(repo):
     repo.advance_branch("main", later, m)
     assert repo.merged_at(side, "refs/heads/main") == m
     assert repo.merged_at(repo.commit_files(head, {"e": "1"}, "x"), "refs/heads/main") is None
+
+
+def test_advance_branch_in_a_copied_checkout(repo, tmp_path):
+    """A copied (or cache-restored) checkout: every file's stat data in the index is stale, its
+    content unchanged. Moving the checked-out branch must not take that for local changes."""
+    import shutil
+
+    head = repo.rev_parse("HEAD")
+    cand = repo.commit_files(head, {"train.py": "LR = 0.02\nSTEPS = 10\n"}, "cand")
+    copy = tmp_path / "copy"
+    shutil.copytree(repo.dir, copy, symlinks=True)
+    g = Git(copy)
+    g.advance_branch("main", cand, head)
+    assert (copy / "train.py").read_text() == "LR = 0.02\nSTEPS = 10\n"
+    assert g.run("status", "--porcelain") == ""

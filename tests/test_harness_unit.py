@@ -371,3 +371,23 @@ def test_compile_cache_is_partitioned_by_train_sha_and_copies_no_links(tmp_path,
     assert not (fresh / ".cache").exists()
     assert compile_cache.seed(fresh, "a" * 64, None) == 1
     assert (fresh / ".cache" / "inductor" / "kernel.py").read_text() == "k"
+
+
+def test_the_log_is_never_the_file_stdout_goes_to(tmp_path):
+    """`python -m harness run ... --out m.json > m.log`: m.log is where the echo of the log goes, so
+    the log itself moves to m.run.log (else the echo reads back its own lines, without end)."""
+    import os
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from pathlib import Path; from harness.supervisor import own_log; "
+        "print(own_log(Path(sys.argv[1])))"
+    )
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    target = tmp_path / "m.log"
+    with open(target, "w") as f:
+        subprocess.run([sys.executable, "-c", code, str(target)], stdout=f, env=env, check=True)
+    assert target.read_text().strip() == str(tmp_path / "m.run.log")
+    other = subprocess.run([sys.executable, "-c", code, str(target)], capture_output=True, text=True, env=env)
+    assert other.stdout.strip() == str(target)  # any other stdout: the log stays where it was asked

@@ -345,6 +345,9 @@ class GitCore:
         if self.current_branch() == ref:
             if self.rev_parse("HEAD") != old:
                 raise GitError(f"{branch} moved while we worked (expected {old[:12]}); run again")
+            # The index's stat data goes stale when the checkout is copied or restored (cp -r, a CI
+            # cache): without a refresh `reset --keep` takes every such file for a local change.
+            self.run("update-index", "-q", "--refresh", check=False)
             proc = self.run_bytes("reset", "--quiet", "--keep", new, check=False)
             if proc.returncode != 0:
                 detail = proc.stderr.decode("utf-8", "replace").strip()

@@ -17,7 +17,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Protocol
 
 from pydantic import ValidationError
@@ -31,6 +31,10 @@ log = logging.getLogger(__name__)
 # progress(request, line): every line a run prints (and the runner's own notes), as they come. Drive
 # a progress bar or a console from it; exceptions it raises are swallowed.
 ProgressFn = Callable[[RunRequest, str], None]
+# events(request, outcome): a run starting (outcome None) and ending (its outcome), as they happen, from
+# the runner's threads. The train step turns them into one line each for people (a CI log, a pipe);
+# exceptions it raises are swallowed.
+EventFn = Callable[[RunRequest, "RunOutcome | None"], None]
 # attempt() -> (metrics, log tail, device seconds if the machine measured them), or AttemptFailed.
 AttemptFn = Callable[[], tuple[RunMetrics, str, float | None]]
 
@@ -70,6 +74,32 @@ def _tell(progress: ProgressFn | None, request: RunRequest, line: str) -> None:
             progress(request, line)
 
 
+def _event(events: EventFn | None, request: RunRequest, outcome: RunOutcome | None) -> RunOutcome | None:
+    if events is not None:
+        with contextlib.suppress(Exception):
+            events(request, outcome)
+    return outcome
+
+
+@contextlib.contextmanager
+def watching(runner: object, events: EventFn) -> Iterator[bool]:
+    """Route the start and end of every run to `events` while the block runs; yields whether the
+    runner (or one it wraps, through `.inner`) reports them. A runner without `events` (a test's
+    stand-in) reports nothing: the caller prints its outcomes when they come back instead."""
+    target = runner
+    while not hasattr(target, "events") and hasattr(target, "inner"):
+        target = target.inner
+    if not hasattr(target, "events"):
+        yield False
+        return
+    before = target.events
+    target.events = events
+    try:
+        yield True
+    finally:
+        target.events = before
+
+
 def run_with_retries(
     request: RunRequest,
     runner: str,
@@ -78,6 +108,7 @@ def run_with_retries(
     max_infra_retries: int,
     backoff_s: float,
     progress: ProgressFn | None = None,
+    events: EventFn | None = None,
 ) -> RunOutcome:
     """Attempt `request` until it gives metrics, retrying infrastructure failures; never raises.
 
@@ -85,6 +116,7 @@ def run_with_retries(
     reported one (a Modal container), else the attempt's duration here. The outcome's log tail
     carries one note per failed attempt before the last attempt's output."""
     started = utcnow()
+    _event(events, request, None)
     held = 0.0
     notes: list[str] = []
     attempts = 0
@@ -105,7 +137,7 @@ def run_with_retries(
                     raise
                 held += seconds if seconds is not None else time.monotonic() - t0
     except AttemptFailed as e:
-        return RunOutcome(
+        failed = RunOutcome(
             request=request,
             runner=runner,
             metrics=None,
@@ -116,8 +148,10 @@ def run_with_retries(
             finished_at=utcnow(),
             log_tail="\n".join(x for x in [*notes, e.log_tail] if x),
         )
+        _event(events, request, failed)
+        return failed
     _tell(progress, request, f"done: {metrics.status} val_bpb={metrics.val_bpb}")
-    return RunOutcome(
+    outcome = RunOutcome(
         request=request,
         runner=runner,
         metrics=metrics,
@@ -127,6 +161,8 @@ def run_with_retries(
         finished_at=utcnow(),
         log_tail="\n".join(x for x in [*notes, tail] if x),
     )
+    _event(events, request, outcome)
+    return outcome
 
 
 def all_failed(requests: list[RunRequest], runner: str, why: str) -> list[RunOutcome]:

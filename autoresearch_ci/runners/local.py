@@ -32,7 +32,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from autoresearch_ci.records import RunMetrics, RunOutcome, RunRequest
-from autoresearch_ci.runners.base import ProgressFn, metrics_from, run_with_retries
+from autoresearch_ci.runners.base import EventFn, ProgressFn, metrics_from, run_with_retries
 from autoresearch_ci.runners.process import (
     AttemptFailed,
     hard_timeout_s,
@@ -83,6 +83,7 @@ class LocalRunner:
         self.extra_env = dict(env or {})
         self.timeout_s = timeout_s
         self.progress = progress
+        self.events: EventFn | None = None  # steps/train.py sets it while it runs a round
         self.parallel = parallel or None
         if runner_name:
             self.name = runner_name
@@ -112,6 +113,7 @@ class LocalRunner:
             max_infra_retries=self.max_infra_retries,
             backoff_s=self.backoff_s,
             progress=self.progress,
+            events=self.events,
         )
 
     # -- one attempt ------------------------------------------------------------------------------

@@ -53,7 +53,14 @@ from typing import Literal
 
 from autoresearch_ci.records import RunMetrics, RunOutcome, RunRequest
 from autoresearch_ci.retry import retrying
-from autoresearch_ci.runners.base import ProgressFn, all_failed, is_retryable, metrics_from, run_with_retries
+from autoresearch_ci.runners.base import (
+    EventFn,
+    ProgressFn,
+    all_failed,
+    is_retryable,
+    metrics_from,
+    run_with_retries,
+)
 from autoresearch_ci.runners.process import AttemptFailed
 from harness.protocol import hard_deadline_seconds
 
@@ -165,6 +172,7 @@ class ModalRunner:
         self._call = call
         self._prepare_call = prepare_call
         self.progress = progress
+        self.events: EventFn | None = None  # steps/train.py sets it while it runs a round
         self.deadline = deadline
         self.calls_file = Path(calls_file) if calls_file else None
         self._inflight: dict[str, object] = {}  # object_id -> FunctionCall not yet returned
@@ -405,6 +413,7 @@ class ModalRunner:
             max_infra_retries=self.max_infra_retries,
             backoff_s=self.backoff_s,
             progress=self.progress,
+            events=self.events,
         )
 
 

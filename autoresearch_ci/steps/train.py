@@ -14,11 +14,13 @@ max_pairs. All of it happens in this one step, so a tick's candidates finish in 
 
 from __future__ import annotations
 
+import threading
+
 from autoresearch_ci import baselines, verdict
 from autoresearch_ci.config import Config
 from autoresearch_ci.ledger import Ledger
 from autoresearch_ci.records import RunOutcome, RunRequest
-from autoresearch_ci.runners.base import Runner
+from autoresearch_ci.runners.base import Runner, watching
 from autoresearch_ci.steps.state import PlannedCandidate, Progress, TickResults, TickState, quiet
 
 # Seeds a candidate may use: its max_pairs, plus a few to replace seeds lost to the infrastructure.
@@ -101,10 +103,7 @@ def train(
                 if any(r.experiment_id == eid for r in todo)
             ]
             progress(f"round {n}: {len(requests)} run(s) on {runner.name}{at}: " + "; ".join(what))
-            outcomes = runner.run_many(requests)
-            results.outcomes.extend(outcomes)
-            for o in outcomes:
-                progress(_run_line(o))
+            results.outcomes.extend(_run_round(runner, requests, progress))
         base = base_now()
         if base is None:
             progress("no baseline run succeeded: nothing can be paired")
@@ -135,7 +134,41 @@ def _short(delta: float | None, pairs: int | None) -> str:
     return f"paired Δ {delta:+.4f} ({pairs} pair{'' if pairs == 1 else 's'})"
 
 
-def _run_line(o: RunOutcome) -> str:
+def _key(r: RunRequest) -> tuple[str, str, int]:
+    return r.experiment_id, r.role, r.seed  # unique within a round
+
+
+def _run_round(runner: Runner, requests: list[RunRequest], progress: Progress) -> list[RunOutcome]:
+    """One round's runs, with a line for each as it starts and as it ends, from the runner's threads
+    as they happen: in a pipe or a CI log as on a terminal, a round of several minutes is seen to
+    move. A runner that cannot report them (a test's stand-in) gets its lines when the round ends."""
+    n = len(requests)
+    label = {
+        _key(r): f"run {i}/{n}: {'baseline' if r.role == 'baseline' else r.experiment_id} seed {r.seed}"
+        for i, r in enumerate(requests, 1)
+    }
+    told: set[tuple[str, str, int]] = set()
+    lock = threading.Lock()
+
+    def events(request: RunRequest, outcome: RunOutcome | None) -> None:
+        key = _key(request)
+        with lock:
+            if outcome is None:
+                progress(f"  {label.get(key, key)}: started")
+            else:
+                told.add(key)
+                progress(_run_line(outcome, label.get(key)))
+
+    with watching(runner, events):
+        outcomes = runner.run_many(requests)
+    with lock:
+        for o in outcomes:
+            if _key(o.request) not in told:
+                progress(_run_line(o, label.get(_key(o.request))))
+    return outcomes
+
+
+def _run_line(o: RunOutcome, label: str | None = None) -> str:
     r, m = o.request, o.metrics
     if m is None:
         result = f"infra error: {(o.infra_error or '')[:120]}"
@@ -143,5 +176,5 @@ def _run_line(o: RunOutcome) -> str:
         result = f"val_bpb {m.val_bpb:.4f}"
     else:
         result = m.status
-    who = "baseline" if r.role == "baseline" else r.experiment_id
-    return f"  {who} seed {r.seed}: {result} ({o.wall_seconds:.0f} s)"
+    who = label or f"{'baseline' if r.role == 'baseline' else r.experiment_id} seed {r.seed}"
+    return f"  {who}: {o.wall_seconds:.0f} s, {result}"
