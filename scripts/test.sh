@@ -18,4 +18,6 @@ if [ ${#missing[@]} -gt 0 ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/nu
     || echo "test: could not install ${missing[*]}: the tests that need them will say so"
 fi
 python -m ruff check .
-python -m pytest "$@"
+# One pytest worker per core (pytest-xdist); the modules whose fixture trains a loop stay on one
+# worker each (xdist_group). AUTORESEARCH_TEST_WORKERS=0 runs everything in this process.
+python -m pytest -n "${AUTORESEARCH_TEST_WORKERS:-auto}" --dist loadgroup "$@"

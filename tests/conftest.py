@@ -17,7 +17,12 @@ REPO = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope="session")
 def cache_dir(tmp_path_factory) -> Path:
-    d = Path(os.environ.get("AUTORESEARCH_TEST_CACHE") or tmp_path_factory.mktemp("cache"))
+    # Under pytest-xdist every worker has its own basetemp below one shared folder: the workers share
+    # one cache there (prepare takes a lock), so the tokenizer, the harness's trusted bytecode and
+    # the compile caches are made once per session, not once per worker.
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    shared = tmp_path_factory.getbasetemp().parent / "cache" if worker else None
+    d = Path(os.environ.get("AUTORESEARCH_TEST_CACHE") or shared or tmp_path_factory.mktemp("cache"))
     d.mkdir(parents=True, exist_ok=True)
     os.environ["AUTORESEARCH_CACHE"] = str(d)
     return d

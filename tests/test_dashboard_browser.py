@@ -37,6 +37,7 @@ CHROMIUM_ARGS = [
 N_EXPERIMENTS = 1200
 
 pytestmark = [
+    pytest.mark.xdist_group("browser"),  # one worker: the module fixture is made once
     pytest.mark.browser,
     pytest.mark.skipif(
         not CHROMIUM.exists(), reason="Debian's chromium is not installed (/usr/bin/chromium)"

@@ -53,6 +53,8 @@ EXTRA = "\nUNUSED_KNOB = 1  # read by nothing\n"
 NO_EXTRA_BASELINE = {"judge": {"noise_dof_target": 0}}
 CRASH = "\n\ndef train(ctx):\n    raise RuntimeError('deliberate failure: this candidate always crashes')\n"
 
+pytestmark = pytest.mark.xdist_group("tick_local")  # one worker: the module fixture is made once
+
 
 @dataclass
 class Looped:

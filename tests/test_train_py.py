@@ -21,6 +21,8 @@ TRAIN_PY = REPO / "train.py"
 SEQ_LEN = 64
 VOCAB = 4096
 
+pytestmark = pytest.mark.xdist_group("train_py")  # one worker: the module fixture is made once
+
 
 def load_train_module(name: str = "train_under_test"):
     spec = importlib.util.spec_from_file_location(name, TRAIN_PY)
