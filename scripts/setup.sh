@@ -55,6 +55,9 @@ if [ ! -x "$VENV/bin/python" ]; then
 fi
 VPY="$VENV/bin/python"
 if [ "$use_uv" = 1 ]; then
+  # uv reads no pip configuration: carry over the wheel folder and index a machine points pip at.
+  [ -n "${PIP_FIND_LINKS:-}" ] && export UV_FIND_LINKS="${UV_FIND_LINKS:-$PIP_FIND_LINKS}"
+  [ -n "${PIP_INDEX_URL:-}" ] && export UV_DEFAULT_INDEX="${UV_DEFAULT_INDEX:-$PIP_INDEX_URL}"
   install() { uv pip install -q --python "$VPY" "$@"; }
 else
   install() { "$VPY" -m pip install -q "$@"; }
