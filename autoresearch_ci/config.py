@@ -75,7 +75,7 @@ class JudgeConfig(_Section):
     min_effect: float = Field(0.001, ge=0)
     # c of the keep bar, in standard errors of the mean paired difference, widened by the Student-t
     # correction on the noise estimate's dof. 2.5 keeps 0.7-1.5% of no-effect candidates with up to 4
-    # pairs and a look after every round (verdict.py's tables); 2.3 lets 2-2.5% through.
+    # pairs and a look after every round (simulation.py's tables); 2.3 lets 2-2.5% through.
     noise_multiplier: float = Field(2.5, gt=0, le=10)
     # A keep also needs the candidate's own paired t-test (its k - 1 dof) past this one-sided z: a
     # guard against a change whose effect swings with the seed more than the pooled sigma_d allows

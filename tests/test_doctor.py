@@ -16,7 +16,7 @@ from support.actions import job_permissions, load
 from support.fake_github import FakeGitHub
 from support.gitrepo import init_bare_remote, init_repo
 
-from autoresearch_ci import doctor
+from autoresearch_ci import doctor, doctor_github, doctor_machines
 from autoresearch_ci.config import load_config
 from autoresearch_ci.forge.github_api import GitHubAPI
 
@@ -43,7 +43,7 @@ def checks(gh, tmp_path, toml: str = "", token: str = "preflight", **ctx) -> dic
     (tmp_path / "autoresearch.toml").write_text(toml)
     cfg = load_config(tmp_path)
     c = doctor.Context(runner=ctx.pop("runner", "modal"), proposer="anthropic", github=api(gh, token), **ctx)
-    return {x.name: x for x in doctor.check_github(cfg, c)}
+    return {x.name: x for x in doctor_github.check_github(cfg, c)}
 
 
 def test_a_ready_fork(gh, tmp_path):
@@ -142,11 +142,14 @@ def test_secrets_are_checked_as_booleans():
 def test_an_owners_token_lists_the_secrets(gh):
     gh.secrets = {"ANTHROPIC_API_KEY"}
     names = ["ANTHROPIC_API_KEY", "MODAL_TOKEN_ID"]
-    assert doctor.secrets_from_github(api(gh, "owner"), names) == {
+    assert doctor_github.secrets_from_github(api(gh, "owner"), names) == {
         "ANTHROPIC_API_KEY": True,
         "MODAL_TOKEN_ID": False,
     }
-    assert doctor.secrets_from_github(api(gh), names) == {"ANTHROPIC_API_KEY": None, "MODAL_TOKEN_ID": None}
+    assert doctor_github.secrets_from_github(api(gh), names) == {
+        "ANTHROPIC_API_KEY": None,
+        "MODAL_TOKEN_ID": None,
+    }
 
 
 # -- Modal ------------------------------------------------------------------------------------------
@@ -179,7 +182,7 @@ def modal_checks(tmp_path, **world):
     }
     w.update(world)
     (tmp_path / "autoresearch.toml").write_text("")
-    out = doctor.check_modal(load_config(tmp_path), lambda app, name: Fn(app, name, w))
+    out = doctor_machines.check_modal(load_config(tmp_path), lambda app, name: Fn(app, name, w))
     return {c.name: c for c in out}, w
 
 
@@ -219,20 +222,20 @@ def doctor_hash() -> str:
 def test_the_gpu_machine(tmp_path, monkeypatch, prepared_tiny):
     (tmp_path / "autoresearch.toml").write_text('preset = "tiny"\n')
     cfg = load_config(tmp_path)
-    monkeypatch.setattr(doctor, "bwrap_works", lambda: (True, "0.11"))
-    got = {c.name: c for c in doctor.check_self_hosted(cfg)}
+    monkeypatch.setattr(doctor_machines, "bwrap_works", lambda: (True, "0.11"))
+    got = {c.name: c for c in doctor_machines.check_self_hosted(cfg)}
     assert (
         got["GPU"].state == "skip" and got["sandbox (bubblewrap)"].state == "ok" and got["data"].state == "ok"
     )
     monkeypatch.setattr(
-        doctor, "bwrap_works", lambda: (False, "bwrap: setting up uid map: Permission denied")
+        doctor_machines, "bwrap_works", lambda: (False, "bwrap: setting up uid map: Permission denied")
     )
-    got = {c.name: c for c in doctor.check_self_hosted(cfg)}
+    got = {c.name: c for c in doctor_machines.check_self_hosted(cfg)}
     box = got["sandbox (bubblewrap)"]
     assert box.state == "fail" and "apt-get install -y bubblewrap" in box.fix
     assert "kernel.apparmor_restrict_unprivileged_userns=0" in box.fix
     (tmp_path / "autoresearch.toml").write_text('preset = "gpu"\n[github]\nallow_unisolated_merge = true\n')
-    got = {c.name: c for c in doctor.check_self_hosted(load_config(tmp_path))}
+    got = {c.name: c for c in doctor_machines.check_self_hosted(load_config(tmp_path))}
     assert got["sandbox (bubblewrap)"].state == "warn"  # allowed: merged anyway, said so
     assert got["GPU"].state in ("ok", "fail")  # this machine may or may not have one
     if got["GPU"].state == "fail":
@@ -240,7 +243,7 @@ def test_the_gpu_machine(tmp_path, monkeypatch, prepared_tiny):
 
 
 def test_bwrap_probe_here_starts_or_says_why():
-    ok, detail = doctor.bwrap_works()
+    ok, detail = doctor_machines.bwrap_works()
     assert isinstance(ok, bool) and detail
 
 
@@ -296,18 +299,19 @@ def test_the_readme_steps_match_what_doctor_checks():
     ]
     missing = [m for m in must if m not in section]
     assert missing == [], missing
-    src = (REPO / "autoresearch_ci" / "doctor.py").read_text(encoding="utf-8")
+    src = (REPO / "autoresearch_ci" / "doctor_github.py").read_text(encoding="utf-8")
     for m in must[4:8]:  # the same words in doctor's fixes
         assert m in src, m
     assert not re.search(r"Read and write permissions", section), "the README must not ask for write defaults"
 
 
 def test_on_your_machine_it_checks_for_what_the_workflow_will_use(gh):
-    assert doctor.workflow_choices(None, None, None) == ("modal", "anthropic")  # the workflow's defaults
+    # no token: the workflow's defaults
+    assert doctor_github.workflow_choices(None, None, None) == ("modal", "anthropic")
     gh.variables = {"AUTORESEARCH_RUNNER": "self-hosted", "AUTORESEARCH_PROPOSER": "offline"}
-    assert doctor.workflow_choices(api(gh, "owner"), None, None) == ("self-hosted", "offline")
-    assert doctor.workflow_choices(api(gh), None, None) == (
+    assert doctor_github.workflow_choices(api(gh, "owner"), None, None) == ("self-hosted", "offline")
+    assert doctor_github.workflow_choices(api(gh), None, None) == (
         "modal",
         "anthropic",
     )  # GITHUB_TOKEN cannot read them
-    assert doctor.workflow_choices(api(gh, "owner"), "modal", None) == ("modal", "offline")
+    assert doctor_github.workflow_choices(api(gh, "owner"), "modal", None) == ("modal", "offline")

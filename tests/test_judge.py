@@ -20,6 +20,7 @@ from autoresearch_ci.noise import (
     t_quantile,
 )
 from autoresearch_ci.records import BaselineStats, ExperimentRecord, RunMetrics, RunOutcome, RunRequest
+from autoresearch_ci.simulation import simulate
 from autoresearch_ci.verdict import (
     DISCARD,
     KEEP,
@@ -29,7 +30,6 @@ from autoresearch_ci.verdict import (
     decide,
     for_candidate,
     looks,
-    simulate,
 )
 
 CFG = JudgeConfig()
@@ -299,7 +299,7 @@ SIGMA = 0.01  # sigma_d = 10x min_effect: the noise term decides, as on a CPU pr
 @pytest.mark.parametrize("parallel", [1, 2])
 @pytest.mark.parametrize("prior_dof", [0, 1, 5, 20])
 def test_a_change_with_no_effect_is_kept_at_most_two_percent_of_the_time(parallel, prior_dof):
-    """20,000 no-effect candidates per cell; measured 0.7-1.5% (the docstring's table, 100,000 per
+    """20,000 no-effect candidates per cell; measured 0.7-1.5% (simulation.py's table, 100,000 per
     cell). The standard error of a rate near 1.5% over 20,000 is 0.09%: 2% is 5 of them away."""
     r = simulate(
         CFG,

@@ -420,7 +420,7 @@ def test_an_interrupted_dispatch_cancels_every_call_in_flight():
 
 
 def test_cancel_calls_from_the_journal(tmp_path):
-    from autoresearch_ci.runners.modal import cancel_calls, read_call_ids
+    from autoresearch_ci.runners.modal_calls import cancel_calls, read_call_ids
 
     journal = tmp_path / "calls.jsonl"
     journal.write_text('{"call_id": "fc-a"}\n{"call_id": "fc-b"}\nnot json\n{"call_id": "fc-a"}\n')

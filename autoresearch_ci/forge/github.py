@@ -12,6 +12,10 @@ one is created (and a 422 "already exists" after a retried POST is answered by f
 merged PR returns its merge commit, a deleted branch stays deleted. The API calls, their retries
 and the errors that name the permission or setting to change are in github_api.py.
 
+The class is in three parts, one module each: this one (the PR, its labels, notes, comments and
+commit status), github_git.py (the git channel: fetch, the candidate branch, the ledger on main)
+and github_merge.py (how a verdict lands: squash merge or auto-merge, close and delete the branch).
+
 What each call needs of GITHUB_TOKEN (and so which job has which `permissions:` in
 .github/workflows/autoresearch.yml): pushing a branch or the ledger, reading commits and merging:
 `contents`; opening, listing, closing PRs: `pull-requests`; comments: `pull-requests` (or `issues`);
@@ -23,9 +27,7 @@ read`. tests/support/fake_github.py enforces the same table, with GitHub's docum
 
 from __future__ import annotations
 
-import base64
 import os
-import time
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Literal
@@ -39,13 +41,14 @@ from autoresearch_ci.forge.base import (
     STATUS_CONTEXT,
     STATUS_DESCRIPTION_LIMIT,
     ForgeError,
-    GitCheckout,
     StatusState,
     candidate_message,
 )
 from autoresearch_ci.forge.git import Git
-from autoresearch_ci.forge.gitcore import GIT_TIMEOUT_S, PUSH_ATTEMPTS, GitError, PushRejected
-from autoresearch_ci.forge.github_api import HINTS, GitHubAPI, error_message
+from autoresearch_ci.forge.gitcore import GIT_TIMEOUT_S, PUSH_ATTEMPTS
+from autoresearch_ci.forge.github_api import GitHubAPI
+from autoresearch_ci.forge.github_git import GitHubGit
+from autoresearch_ci.forge.github_merge import GitHubMerge
 from autoresearch_ci.records import Candidate
 from autoresearch_ci.report.pr import COMMENT_MARKER, github_body
 
@@ -54,7 +57,7 @@ LABEL_COLOR = "0e8a16"
 LABEL_DESCRIPTION = "An experiment proposed and judged by autoresearch-ci"
 
 
-class GitHubForge(GitCheckout):
+class GitHubForge(GitHubGit, GitHubMerge):
     name = "github"
 
     def __init__(
@@ -111,23 +114,6 @@ class GitHubForge(GitCheckout):
             max_rate_limit_wait=max_rate_limit_wait,
             seconds_between_requests=seconds_between_requests,
             seconds_between_writes=seconds_between_writes,
-        )
-
-    # ------------------------------------------------------------------------------------ git
-
-    def base_commit(self) -> str:
-        return self._git(self.git.fetch_branch, self.remote, self.base_branch)
-
-    def persist(self, paths: list[str], message: str) -> str:
-        self._setup_git_auth()
-        return self._git(
-            self.git.commit_and_push,
-            paths,
-            message,
-            branch=self.base_branch,
-            remote=self.remote,
-            attempts=self.push_attempts,
-            backoff=self.backoff,
         )
 
     # ------------------------------------------------------------------------------ candidates
@@ -294,51 +280,6 @@ class GitHubForge(GitCheckout):
         for dup in extra:  # left by a POST that was retried after the server had already made it
             self._api("issues", "DELETE", f"issues/comments/{dup.id}", dup.delete)
 
-    def merge(self, candidate: Candidate, message: str) -> str:
-        pr = self._pr(candidate)
-        if pr.merged:
-            return pr.merge_commit_sha
-        if pr.state == "closed":
-            raise ForgeError(
-                f"PR #{pr.number} ({pr.html_url}) was closed without merging; reopen it to merge"
-            )
-        title, _, rest = message.strip().partition("\n")
-        title = f"{title.strip() or pr.title} (#{pr.number})"
-        rest = rest.strip()
-        if self.merge_mode == "auto" and self._enable_automerge(pr, candidate, title, rest):
-            return self._wait_for_automerge(pr.number)
-        try:
-            status = self._api.call(
-                lambda: pr.merge(
-                    merge_method="squash", sha=candidate.commit, commit_title=title, commit_message=rest
-                )
-            )
-        except GithubException as e:
-            fresh = self._api("pulls", "GET", f"pulls/{pr.number}", lambda: self.repo.get_pull(pr.number))
-            if fresh.merged:  # a PUT retried after the merge had gone through
-                return fresh.merge_commit_sha
-            if e.status == 409:
-                raise ForgeError(
-                    f"PR #{pr.number}: the branch moved since {candidate.commit[:12]} was evaluated; "
-                    "not merging an untested head"
-                ) from e
-            if e.status == 405:
-                raise ForgeError(
-                    f"PR #{pr.number} is not mergeable ({error_message(e)}): a conflict with "
-                    f"{self.base_branch}, or a branch protection rule blocks the bot; " + HINTS["merge"]
-                ) from e
-            raise self._api.error(e, "merge", "PUT", f"pulls/{pr.number}/merge") from e
-        return status.sha
-
-    def archive(self, candidate: Candidate) -> str:
-        pr = self._pr(candidate)
-        if pr.merged:
-            raise ForgeError(f"PR #{pr.number} is merged; a merged candidate cannot be archived")
-        if pr.state == "open":
-            self._api("pulls", "PATCH", f"pulls/{pr.number}", lambda: pr.edit(state="closed"), retry=True)
-        self._delete_branch(candidate.branch)
-        return pr.html_url
-
     # -------------------------------------------------------------------------------- helpers
 
     @property
@@ -367,123 +308,3 @@ class GitHubForge(GitCheckout):
         return self._api(
             "pulls", "GET", f"pulls/{candidate.pr_number}", lambda: self.repo.get_pull(candidate.pr_number)
         )
-
-    def _push_candidate_branch(
-        self, branch: str, base_commit: str, files: dict[str, str], message: str
-    ) -> str:
-        """The candidate commit on the remote branch: reused when a previous run pushed it."""
-        self._setup_git_auth()
-        existing = self._git(self.git.ls_remote, self.remote, f"refs/heads/{branch}")
-        if existing:
-            self._have(existing, fetch_ref=f"refs/heads/{branch}")
-            return existing
-        self._have(base_commit)
-        commit = self._git(self.git.commit_files, base_commit, files, message)
-        try:
-            self.git.push(self.remote, f"{commit}:refs/heads/{branch}")
-        except PushRejected:  # someone created it between our look and our push
-            theirs = self._git(self.git.ls_remote, self.remote, f"refs/heads/{branch}")
-            if not theirs:
-                raise
-            self._have(theirs, fetch_ref=f"refs/heads/{branch}")
-            return theirs
-        except GitError as e:
-            raise self._git_error(e) from e
-        return commit
-
-    def _enable_automerge(self, pr: PullRequest, candidate: Candidate, title: str, rest: str) -> bool:
-        """True when auto-merge is armed; False when GitHub says the PR can be merged right now
-        ("clean status"), so the caller merges it directly."""
-        kwargs = {"commit_body": rest} if rest else {}
-        try:
-            self._api.call(
-                lambda: pr.enable_automerge(
-                    merge_method="SQUASH", expected_head_oid=candidate.commit, commit_headline=title, **kwargs
-                )
-            )
-            return True
-        except GithubException as e:
-            if "clean status" in error_message(e).lower():
-                return False
-            raise ForgeError(
-                f"enabling auto-merge on PR #{pr.number} failed ({error_message(e)}): " + HINTS["automerge"]
-            ) from e
-
-    def _wait_for_automerge(self, number: int) -> str:
-        """The merge commit once GitHub has merged the PR; "" while auto-merge is still pending
-        (required checks not finished after `automerge_wait` seconds)."""
-        deadline = time.monotonic() + self.automerge_wait
-        while True:
-            pr = self._api("pulls", "GET", f"pulls/{number}", lambda: self.repo.get_pull(number))
-            if pr.merged:
-                return pr.merge_commit_sha
-            if time.monotonic() >= deadline:
-                return ""
-            time.sleep(min(10.0, max(0.1, self.automerge_wait / 10)))
-
-    def _delete_branch(self, branch: str) -> None:
-        try:
-            ref = self._api.call(lambda: self.repo.get_git_ref(f"heads/{branch}"))
-        except UnknownObjectException:
-            return  # already gone
-        except GithubException as e:
-            raise self._api.error(e, "refs", "GET", f"git/ref/heads/{branch}") from e
-        try:
-            self._api.call(ref.delete)
-        except GithubException as e:
-            if e.status == 422 and "does not exist" in error_message(e).lower():
-                return
-            raise self._api.error(e, "refs", "DELETE", f"git/refs/heads/{branch}") from e
-
-    def _have(self, *shas: str, fetch_ref: str | None = None) -> None:
-        """Fetch from the remote whatever commits this clone does not have yet."""
-        missing = [s for s in shas if not self.git.has_commit(s)]
-        if not missing:
-            return
-        self._setup_git_auth()
-        specs = [fetch_ref] if fetch_ref else []
-        try:
-            self.git.fetch(self.remote, *(specs or missing))
-        except GitError:
-            if not specs:
-                raise
-            self._git(self.git.fetch, self.remote, *missing)
-
-    def _setup_git_auth(self) -> None:
-        """Let git push over https with the token when nothing else provides credentials
-        (actions/checkout does, through an http extraheader in the clone's config)."""
-        if self._git_auth_checked:
-            return
-        self._git_auth_checked = True
-        url = self.git.run("remote", "get-url", self.remote, check=False)
-        if not url.startswith("https://"):
-            return
-        if self.git.run("config", "--get-regexp", r"^http\..*extraheader$", check=False):
-            return
-        host = "/".join(url.split("/")[:3]) + "/"
-        basic = base64.b64encode(f"x-access-token:{self._token}".encode()).decode()
-        n = int(self.git.env.get("GIT_CONFIG_COUNT", "0"))
-        self.git.env.update(
-            {
-                "GIT_CONFIG_COUNT": str(n + 1),
-                f"GIT_CONFIG_KEY_{n}": f"http.{host}.extraheader",
-                f"GIT_CONFIG_VALUE_{n}": f"AUTHORIZATION: basic {basic}",
-            }
-        )
-
-    def _git_error(self, e: GitError) -> ForgeError:
-        text = str(e)
-        low = text.lower()
-        if "protected branch" in low or "gh006" in low or "gh013" in low:
-            return ForgeError(
-                f"{text}\n→ {self.base_branch} is protected: allow github-actions[bot] to push the "
-                "ledger commit (bypass list of the rule), or the ledger cannot be kept on it"
-            )
-        if "returned error: 403" in low or ("permission to" in low and "denied" in low):
-            return ForgeError(f"{text}\n→ the token cannot push: give the job `contents: write`")
-        if "workflow" in low and "without `workflows` permission" in low:
-            return ForgeError(
-                f"{text}\n→ a change under .github/workflows needs the `workflows` permission; "
-                "candidates must not touch workflows"
-            )
-        return ForgeError(text)

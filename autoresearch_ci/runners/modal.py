@@ -32,8 +32,9 @@ call filling the shared Volume, and the next tick's runs read what it prepared. 
 call's id is written to `calls_file` as it is spawned, and
 `cancel_all()` cancels the calls in flight (terminate_containers=True); `run_many` does so itself when
 it is interrupted (the train command turns the SIGINT/SIGTERM GitHub sends a cancelled or timed-out
-job into KeyboardInterrupt), and `cancel_calls(ids)` cancels them from the journal afterwards (the
-job's `if: cancelled() || failure()` step), in case the process was killed before it could.
+job into KeyboardInterrupt), and modal_calls.cancel_calls(ids) cancels them from the journal
+afterwards (the job's `if: cancelled() || failure()` step), in case the process was killed before
+it could.
 
 `call` and `prepare_call` exist only so tests can run the function bodies with `.local()`; the
 product always uses the real Modal path.
@@ -45,7 +46,7 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import nullcontext
 from pathlib import Path
@@ -53,14 +54,8 @@ from typing import Literal
 
 from autoresearch_ci.records import RunMetrics, RunOutcome, RunRequest
 from autoresearch_ci.retry import retrying
-from autoresearch_ci.runners.base import (
-    EventFn,
-    ProgressFn,
-    all_failed,
-    is_retryable,
-    metrics_from,
-    run_with_retries,
-)
+from autoresearch_ci.runners.base import EventFn, ProgressFn, all_failed, is_retryable, run_with_retries
+from autoresearch_ci.runners.modal_calls import _non_retryable, describe_exception, parse_envelope
 from autoresearch_ci.runners.process import AttemptFailed
 from harness.protocol import hard_deadline_seconds
 
@@ -81,37 +76,6 @@ OUT_OF_TIME = (
 CallFn = Callable[[str, float], str]
 # prepare_call(preset) -> anything: makes sure the preset's data is on the volume.
 PrepareFn = Callable[[str], object]
-
-
-def _non_retryable() -> tuple[type[BaseException], ...]:
-    """Modal errors that say our setup is wrong: retrying cannot fix them."""
-    try:
-        from modal import exception as mx
-    except ImportError:  # tests with a fake call and no modal installed
-        return ()
-    names = ("AuthError", "NotFoundError", "InvalidError", "PermissionDeniedError", "VersionError")
-    return tuple(getattr(mx, n) for n in names if hasattr(mx, n))
-
-
-def describe_exception(e: BaseException) -> str:
-    text = str(e).strip().splitlines()
-    first = text[0] if text else ""
-    return f"{type(e).__module__}.{type(e).__qualname__}: {first[:300]}".replace("builtins.", "")
-
-
-def parse_envelope(text: str) -> tuple[RunMetrics, str, float | None]:
-    """The candidate's metrics from run_candidate's JSON envelope, or AttemptFailed."""
-    try:
-        env = json.loads(text)
-    except (TypeError, ValueError) as e:
-        raise AttemptFailed(f"unreadable reply from run_candidate: {e}") from None
-    tail = str(env.get("log_tail") or "")
-    seconds = env.get("container_seconds")
-    if env.get("usage_error"):
-        raise AttemptFailed(str(env["usage_error"]), retry=False, log_tail=tail, seconds=seconds)
-    if env.get("metrics") is None:
-        raise AttemptFailed("run_candidate returned no metrics", log_tail=tail, seconds=seconds)
-    return metrics_from(env["metrics"], tail, seconds), tail, seconds
 
 
 class ModalRunner:
@@ -415,35 +379,3 @@ class ModalRunner:
             progress=self.progress,
             events=self.events,
         )
-
-
-def read_call_ids(path: str | Path) -> list[str]:
-    """The call ids a run journalled (calls_file), in order, each once."""
-    p = Path(path)
-    if not p.exists():
-        return []
-    ids: list[str] = []
-    for line in p.read_text(encoding="utf-8").splitlines():
-        try:
-            cid = json.loads(line).get("call_id")
-        except (ValueError, AttributeError):
-            continue
-        if cid and cid not in ids:
-            ids.append(cid)
-    return ids
-
-
-def cancel_calls(call_ids: Iterable[str], from_id: Callable[[str], object] | None = None) -> list[str]:
-    """Cancel Modal calls by id (a finished one is left as it is); the ids Modal accepted."""
-    if from_id is None:
-        import modal
-
-        from_id = modal.FunctionCall.from_id
-    done = []
-    for cid in call_ids:
-        try:
-            from_id(cid).cancel(terminate_containers=True)
-            done.append(cid)
-        except Exception as e:
-            log.warning("could not cancel %s: %s", cid, describe_exception(e))
-    return done
