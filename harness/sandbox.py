@@ -388,6 +388,10 @@ class Sandbox:
         v = View()
         v.args += ["--clearenv"]
         v.args += _ns_flags()
+        # The fresh /proc, /dev and /tmp first: a bind below comes on top of them, so an interpreter
+        # or a venv that lives under /tmp (a checkout cloned there) stays visible.
+        v.args += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp"]
+        v.dirs.add("/tmp")  # keep the tmpfs's own mode (1777): never re-made 0755 as a bind's parent
         v.ro("/usr")
         v.args += _usrmerge()
         for name in ETC_FILES:
@@ -412,7 +416,6 @@ class Sandbox:
         for inside, host in ro_files.items():
             v.ro(str(host), inside)
         v.rw(str(scratch), INSIDE_SCRATCH)
-        v.args += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp"]
         if cuda:
             devs, dirs = _cuda_paths()
             for d in devs:

@@ -50,8 +50,12 @@ from harness.dataloader import EVAL_SEED, PackedLoader
 from harness.sandbox import NOBODY
 
 TWIN_COLUMNS = 3  # secretly chosen token ids compared at every shared position, besides the target
-# nats of log-probability by which a row and its twin may differ at a shared position
-TOLERANCE = {"cpu": 1e-4, "cuda": 2e-2}
+# nats of log-probability by which a row and its twin may differ at a shared position. Measured on
+# every run so far: 0.0 on CPU (float32) and 0.0 on an H200 (bf16 autocast, train.py on the gpu preset
+# and honest.py on tiny; benchmarks/README.md): a row's logits do not depend on the other rows of its
+# batch. CUDA keeps a margin for other GPUs' kernels; 2e-3 nats hides at most 2e-3 / (ln 2 x 3.65
+# bytes/token) = 8e-4 bpb of look-ahead (README: the locked harness).
+TOLERANCE = {"cpu": 1e-4, "cuda": 2e-3}
 LN2 = math.log(2)
 POLL_S = 0.2
 WEIGHTS_INSIDE = "/opt/autoresearch/model/weights.safetensors"

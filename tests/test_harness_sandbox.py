@@ -408,3 +408,32 @@ def test_without_a_sandbox_the_run_works_and_says_so(prepared_tiny, tmp_path, na
     assert p.stderr.count("isolation none") == 1 and "bubblewrap" in p.stderr
     assert m["status"] == status, m["error"]
     assert not alive_with(marker)
+
+
+@needs_bwrap
+def test_an_interpreter_under_tmp_stays_visible(tmp_path, monkeypatch):
+    """The sandbox mounts a fresh /tmp; a checkout cloned under /tmp, with its .venv there, must still
+    find its interpreter inside (the binds come on top of the tmpfs), and nothing else of the host's
+    /tmp shows (a file beside the venv stays out of view)."""
+    from harness import sandbox
+
+    venv = tmp_path / "clone" / ".venv"  # tmp_path is under /tmp
+    venv.mkdir(parents=True)
+    (venv / "marker").write_text("the venv is here\n")
+    (tmp_path / "clone" / "beside.txt").write_text("not for the candidate\n")
+    real = sandbox.python_roots
+    monkeypatch.setattr(sandbox, "python_roots", lambda: [*real(), str(venv)])
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    sb = sandbox.Sandbox(REPO / "harness", run_dir)
+    scratch = sb.private_dir("scratch")
+    argv, _, _ = sb.argv("harness.worker", scratch=scratch, ro_files={}, threads=1, cuda=False)
+    beside = tmp_path / "clone" / "beside.txt"
+    script = f"cat {venv}/marker; test -e {beside} && echo VISIBLE || echo hidden; ls /tmp"
+    p = subprocess.run(
+        [*argv[: argv.index("--") + 1], "/bin/sh", "-c", script], capture_output=True, text=True
+    )
+    assert p.returncode == 0, p.stderr
+    lines = p.stdout.splitlines()
+    assert lines[:2] == ["the venv is here", "hidden"]
+    assert lines[2:] == [Path(*venv.parts[:3]).name]  # /tmp holds only the path down to the venv
