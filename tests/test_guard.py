@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import time
 
 import pytest
 
@@ -161,20 +162,28 @@ def test_guard_command_runs_in_workdir(tmp_path):
     assert ok and out.strip() == "here"
 
 
-def _alive(pid: int) -> bool:
-    """Running (a zombie waiting for a reaper counts as dead)."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
+def _alive(pid: int, settle_s: float = 10.0) -> bool:
+    """Still running `settle_s` from now (a zombie waiting for a reaper counts as dead). A killed
+    process closes its files (the guard's pipe reads EOF) a moment before the kernel marks it a
+    zombie: a single look can fall in between, the more so on a busy machine."""
+    end = time.monotonic() + settle_s
+    while True:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                running = f.read().rsplit(")", 1)[1].split()[0] != "Z"
+        except FileNotFoundError:
+            running = False
+        if not running or time.monotonic() > end:
+            return running
+        time.sleep(0.05)
 
 
 def test_guard_command_timeout_kills_the_whole_group(tmp_path):
+    # 5 s, not 1: on a busy machine the shell must get as far as starting its background job first
     ok, out = run_guard_command(
-        "echo started; sleep 300 & echo $! > bg.pid; sleep 300; echo never", tmp_path, 1
+        "echo started; sleep 300 & echo $! > bg.pid; sleep 300; echo never", tmp_path, 5
     )
-    assert not ok and "timed out after 1 s" in out and "started" in out and "never" not in out
+    assert not ok and "timed out after 5 s" in out and "started" in out and "never" not in out
     # the background job was killed with the shell: it neither outlives the guard nor holds its pipe
     assert not _alive(int((tmp_path / "bg.pid").read_text()))
 
@@ -183,7 +192,7 @@ def test_guard_command_timeout_with_an_escaped_grandchild(tmp_path, monkeypatch)
     monkeypatch.setattr(guard_mod, "DRAIN_SECONDS", 0.5)
     cmd = "setsid sleep 300 & echo $! > esc.pid; sleep 300"
     try:
-        ok, out = run_guard_command(cmd, tmp_path, 1)
+        ok, out = run_guard_command(cmd, tmp_path, 5)  # time for the escapee to start, even under load
         assert not ok and "timed out" in out and "outlived it" in out
     finally:  # the escaped process is ours to clean up
         with contextlib.suppress(ProcessLookupError, FileNotFoundError, ValueError):
