@@ -120,3 +120,35 @@ def test_the_console_flushes_each_line_into_a_pipe():
     finally:
         p.kill()
         p.wait()
+
+
+def test_a_signal_that_lands_on_another_thread_still_interrupts_a_round():
+    """A cancelled CI job gets SIGINT; the kernel may hand it to any thread. The thread waiting on
+    the round must still raise KeyboardInterrupt while the runs are in flight (so they can be
+    cancelled), not only when they end minutes later."""
+    import signal
+    from concurrent.futures import ThreadPoolExecutor
+
+    from autoresearch_ci.runners.base import map_interruptible
+
+    release = threading.Event()  # the runs in flight: they end only when released
+    watchdog = threading.Timer(60, release.set)  # ends the runs if the interrupt never comes
+    watchdog.start()
+
+    def run(x):
+        release.wait()
+        return x
+
+    # The SIGINT goes to the timer's own thread, not to the thread that waits on the round.
+    interrupter = threading.Timer(0.3, lambda: signal.pthread_kill(threading.get_ident(), signal.SIGINT))
+    interrupted_in_flight = None
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        interrupter.start()
+        try:
+            map_interruptible(pool, run, [1, 2])
+        except KeyboardInterrupt:
+            interrupted_in_flight = not release.is_set()
+        finally:
+            release.set()
+            watchdog.cancel()
+    assert interrupted_in_flight is True

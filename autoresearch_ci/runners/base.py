@@ -18,7 +18,9 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable, Iterator
-from typing import Protocol
+from concurrent.futures import Executor
+from concurrent.futures import wait as futures_wait
+from typing import Protocol, TypeVar
 
 from pydantic import ValidationError
 
@@ -27,6 +29,8 @@ from autoresearch_ci.retry import retrying
 from autoresearch_ci.runners.process import AttemptFailed
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
+R = TypeVar("R")
 
 # progress(request, line): every line a run prints (and the runner's own notes), as they come. Drive
 # a progress bar or a console from it; exceptions it raises are swallowed.
@@ -98,6 +102,19 @@ def watching(runner: object, events: EventFn) -> Iterator[bool]:
         yield True
     finally:
         target.events = before
+
+
+def map_interruptible(pool: Executor, fn: Callable[[T], R], items: list[T], poll_s: float = 0.5) -> list[R]:
+    """`pool.map(fn, items)` as a list, in order, with the waiting thread waking every `poll_s`.
+
+    A cancelled CI job gets SIGINT (the train command turns SIGTERM into the same). The kernel may
+    deliver it to any thread; Python runs the handler in the main thread only when that thread runs
+    bytecode, so a main thread blocked without a timeout on a run that lasts minutes would never
+    raise KeyboardInterrupt. Waking it lets the caller cancel what is in flight within `poll_s`."""
+    futures = [pool.submit(fn, x) for x in items]
+    while futures_wait(futures, timeout=poll_s).not_done:
+        pass
+    return [f.result() for f in futures]
 
 
 def run_with_retries(

@@ -32,7 +32,13 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from autoresearch_ci.records import RunMetrics, RunOutcome, RunRequest
-from autoresearch_ci.runners.base import EventFn, ProgressFn, metrics_from, run_with_retries
+from autoresearch_ci.runners.base import (
+    EventFn,
+    ProgressFn,
+    map_interruptible,
+    metrics_from,
+    run_with_retries,
+)
 from autoresearch_ci.runners.process import (
     AttemptFailed,
     hard_timeout_s,
@@ -103,7 +109,7 @@ class LocalRunner:
         if n <= 1:
             return [self.run(r) for r in requests]
         with ThreadPoolExecutor(max_workers=n, thread_name_prefix="run") as pool:
-            return list(pool.map(self.run, requests))
+            return map_interruptible(pool, self.run, requests)
 
     def run(self, request: RunRequest) -> RunOutcome:
         return run_with_retries(

@@ -54,7 +54,14 @@ from typing import Literal
 
 from autoresearch_ci.records import RunMetrics, RunOutcome, RunRequest
 from autoresearch_ci.retry import retrying
-from autoresearch_ci.runners.base import EventFn, ProgressFn, all_failed, is_retryable, run_with_retries
+from autoresearch_ci.runners.base import (
+    EventFn,
+    ProgressFn,
+    all_failed,
+    is_retryable,
+    map_interruptible,
+    run_with_retries,
+)
 from autoresearch_ci.runners.modal_calls import _non_retryable, describe_exception, parse_envelope
 from autoresearch_ci.runners.process import AttemptFailed
 from harness.protocol import hard_deadline_seconds
@@ -289,7 +296,7 @@ class ModalRunner:
 
         pool = ThreadPoolExecutor(max_workers=min(len(requests), self.max_parallel))
         try:
-            return list(pool.map(one, requests))  # map keeps request order
+            return map_interruptible(pool, one, requests)  # in request order
         except BaseException:  # interrupted (the job is being cancelled): leave no GPU running
             cancelled = self.cancel_all()
             log.warning("interrupted: cancelled %d Modal call(s)", len(cancelled))
