@@ -13,12 +13,19 @@ Pieces are drawn in a random order fixed by (seed, epoch), so a seed gives the s
 machine. The work is per piece, not per token: a best-fit choice is one vectorised numpy scan of a
 small buffer, and a placement is one slice copy. `eval_batches` is the same packer run once over the
 validation split with a fixed seed and no wrap-around, so its batches are identical on every call.
+
+torch is imported only where a batch becomes a tensor: the supervisor packs rows as numpy and never
+needs it, and importing it would cost every run about two CPU-seconds there.
 """
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import torch
+
+if TYPE_CHECKING:
+    import torch
 
 BUFFER_PIECES = 1024  # pieces the best-fit search chooses from
 EVAL_SEED = 1234  # the validation order; part of what val_bpb means, never change it casually
@@ -66,7 +73,7 @@ class PackedLoader:
         self.B, self.T = int(batch_size), int(seq_len)
         self.cap = self.T + 1
         self.seed = int(seed)
-        self.device = torch.device(device)
+        self.device = device
         self.shuffle = shuffle
         self.epochs = epochs
         self.starts = piece_starts(tokens, bos_id) if starts is None else np.asarray(starts, dtype=np.int64)
@@ -86,8 +93,10 @@ class PackedLoader:
         self._eff = np.zeros(n, dtype=np.int64)
         self._n = 0
         self._exhausted = False
-        self._cuda = self.device.type == "cuda"
+        self._cuda = str(device).startswith("cuda")
         if self._cuda:
+            import torch
+
             self._pinned = [torch.empty((2, self.B, self.T), dtype=torch.long).pin_memory() for _ in range(2)]
             self._events: list = [None, None]
             self._which = 0
@@ -179,6 +188,8 @@ class PackedLoader:
         return rows
 
     def _to_device(self, rows: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        import torch
+
         t = torch.from_numpy(rows)
         if not self._cuda:
             return t[:, :-1].contiguous(), t[:, 1:].contiguous()

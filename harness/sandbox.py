@@ -262,7 +262,7 @@ def _cuda_paths() -> tuple[list[str], list[str]]:
     return devs, dirs
 
 
-def _trusted_pycache() -> str | None:
+def trusted_pycache() -> str | None:
     """This process's bytecode directory when it is the harness's own (harness/protocol.py), else None."""
     from harness.protocol import trusted_pycache_dir
 
@@ -383,7 +383,7 @@ class Sandbox:
             if os.getuid() == 0 and not self.root_drop:
                 env["AUTORESEARCH_KEEP_UID"] = "1"
             env["PYTHONPATH"] = str(self.harness_dir.parent)
-            env["PYTHONPYCACHEPREFIX"] = _trusted_pycache() or str(scratch / ".pycache")
+            env["PYTHONPYCACHEPREFIX"] = trusted_pycache() or str(scratch / ".pycache")
             return [py, *flags, "-m", module], env, str(scratch)
         v = View()
         v.args += ["--clearenv"]
@@ -408,7 +408,7 @@ class Sandbox:
             if any(h.startswith(r + "/") for r in roots):
                 v.args += ["--tmpfs", h]
         v.ro(str(self.harness_dir), f"{INSIDE_ROOT}/harness")
-        pyc = _trusted_pycache()
+        pyc = trusted_pycache()
         if pyc:
             v.ro(pyc, INSIDE_PYCACHE)
         else:

@@ -450,7 +450,13 @@ def run(
     }
 
     # -- 2. training ---------------------------------------------------------------------------------
+    from harness.bytecode import ensure_warm
     from harness.channel import Channel
+    from harness.sandbox import trusted_pycache
+
+    warmed = ensure_warm(trusted_pycache(), dev, log=lambda s: print(s, flush=True) if echo else None)
+    if warmed is not None:
+        metrics["bytecode_warm_seconds"] = round(warmed, 3)
 
     counter = cpu_counter()
     metrics["cpu_counter"] = counter.kind

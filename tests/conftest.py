@@ -34,3 +34,17 @@ def prepared_tiny(cache_dir):
     from harness.presets import get_preset
 
     return prepare(get_preset("tiny"), progress=False)
+
+
+@pytest.fixture
+def sigint_raises():
+    """SIGINT raises KeyboardInterrupt in this test, as in an interactive or CI process. A shell
+    without job control starts background commands with SIGINT ignored (`cmd &`, nohup), and a
+    process started that way would never see the interrupt a test sends itself."""
+    import signal
+
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, before)

@@ -122,7 +122,7 @@ def test_the_console_flushes_each_line_into_a_pipe():
         p.wait()
 
 
-def test_a_signal_that_lands_on_another_thread_still_interrupts_a_round():
+def test_a_signal_that_lands_on_another_thread_still_interrupts_a_round(sigint_raises):
     """A cancelled CI job gets SIGINT; the kernel may hand it to any thread. The thread waiting on
     the round must still raise KeyboardInterrupt while the runs are in flight (so they can be
     cancelled), not only when they end minutes later."""

@@ -399,7 +399,7 @@ def test_after_the_deadline_no_call_starts():
     assert res.attempts == 1 and "time limit" in res.infra_error
 
 
-def test_an_interrupted_dispatch_cancels_every_call_in_flight():
+def test_an_interrupted_dispatch_cancels_every_call_in_flight(sigint_raises):
     """SIGINT (GitHub's first signal to a step of a cancelled or timed-out job; the train command turns
     SIGTERM into the same) interrupts the dispatch: every call still running is cancelled, containers
     too, before the exception goes on."""

@@ -1,0 +1,74 @@
+"""The trusted bytecode warm-up (harness/bytecode.py): sandboxed interpreters read bytecode only from
+the harness's own directory, so what they import must have been compiled there by a trusted process."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import sys
+from pathlib import Path
+
+from harness import bytecode
+
+
+def cached_pyc(prefix: Path, module: str) -> Path:
+    """Where an interpreter run with -X pycache_prefix=prefix keeps `module`'s bytecode."""
+    src = os.path.realpath(importlib.util.find_spec(module).origin)
+    tag = sys.implementation.cache_tag
+    name = Path(src).stem
+    return Path(str(prefix) + os.path.dirname(src)) / f"{name}.{tag}.pyc"
+
+
+MODS = ("colorsys", "not_installed_x")  # a small stdlib module, and one that is not installed
+
+
+def test_warming_compiles_the_modules_into_the_prefix_once(tmp_path):
+    prefix = tmp_path / "pycache"
+    lines: list[str] = []
+    spent = bytecode.ensure_warm(str(prefix), "cpu", log=lines.append, modules=MODS)
+    assert spent is not None and spent >= 0
+    assert cached_pyc(prefix, "colorsys").is_file()
+    stamp = Path(bytecode.stamp_path(str(prefix), "cpu", MODS))
+    assert stamp.is_file() and "colorsys" in stamp.read_text()
+    assert any("once per install" in line for line in lines)
+    # The stamp: a second call does nothing (not even start an interpreter).
+    again: list[str] = []
+    assert bytecode.ensure_warm(str(prefix), "cpu", log=again.append, modules=MODS) is None
+    assert again == []
+
+
+def test_no_trusted_prefix_means_nothing_to_warm(tmp_path):
+    assert bytecode.ensure_warm(None, "cpu", log=lambda s: None, modules=("colorsys",)) is None
+
+
+def test_a_failing_warm_up_leaves_no_stamp_and_the_run_goes_on(tmp_path, monkeypatch):
+    boom = tmp_path / "mods"
+    boom.mkdir()
+    (boom / "boom_on_import.py").write_text("raise RuntimeError('broken package')\n")
+    monkeypatch.setenv("PYTHONPATH", f"{boom}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
+    prefix = tmp_path / "pycache"
+    lines: list[str] = []
+    assert bytecode.ensure_warm(str(prefix), "cpu", log=lines.append, modules=("boom_on_import",)) is None
+    assert not Path(bytecode.stamp_path(str(prefix), "cpu", ("boom_on_import",))).exists()
+    assert any("warming the bytecode failed" in line and "broken package" in line for line in lines), lines
+
+
+def test_the_stamp_depends_on_the_device_kind_and_the_modules(tmp_path):
+    p = str(tmp_path)
+    assert bytecode.stamp_path(p, "cpu") != bytecode.stamp_path(p, "cuda")
+    assert bytecode.stamp_path(p, "cuda:1") == bytecode.stamp_path(p, "cuda")
+    assert bytecode.stamp_path(p, "cpu", ("a",)) != bytecode.stamp_path(p, "cpu", ("b",))
+
+
+def test_the_warm_up_refuses_to_run_without_a_prefix():
+    import subprocess
+
+    p = subprocess.run(
+        [sys.executable, "-m", "harness.bytecode", "cpu", "colorsys"],
+        env={k: v for k, v in os.environ.items() if k != "PYTHONPYCACHEPREFIX"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=Path(__file__).resolve().parents[1],
+    )
+    assert p.returncode != 0 and "pycache_prefix" in p.stderr
