@@ -60,11 +60,23 @@ def setup_torch(threads: int, device: str, seed: int):
 
     torch.set_num_threads(int(threads))
     if not device.startswith("cuda"):
-        torch.use_deterministic_algorithms(True, warn_only=True)
+        # The flag itself, not torch.use_deterministic_algorithms: that also sets inductor's config,
+        # whose import pulls in dynamo and sympy (about a CPU-second per process even from bytecode,
+        # three sandboxed processes a run), for a compile that train.py on the CPU seldom asks for.
+        set_flag = getattr(torch._C, "_set_deterministic_algorithms", None)
+        if set_flag is not None:
+            set_flag(True, warn_only=True)
+        else:
+            torch.use_deterministic_algorithms(True, warn_only=True)
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
-    import torch._dynamo  # noqa: F401  (its import patches torch; before any guard snapshot)
+    if device.startswith("cuda"):
+        # train.py compiles on the GPU: dynamo's import (with the sympy it pulls in, about a CPU-second
+        # even from bytecode) then happens here, outside the clock. On the CPU most train.py files never
+        # compile, and a run's three sandboxed processes would pay it for nothing. (The audit hook
+        # has no quarrel with a later import: importing or running dynamo patches no tensor type.)
+        import torch._dynamo  # noqa: F401
 
     return torch
 
