@@ -50,7 +50,7 @@ def main() -> int:
         os._exit(0)
 
     device = spec["device"]
-    torch = setup_torch(spec["threads"], device, int(spec["seed"]))
+    torch = setup_torch(spec["threads"], device, int(spec["seed"]), dynamo=device.startswith("cuda"))
     import numpy as np
 
     from harness.context import ModelContext

@@ -140,28 +140,21 @@ class Tally:
         self.nonfinite = False
 
     def add(self, lp, items: list[tuple[int, bool]]) -> None:
-        """lp: torch float32 [b, T, V] log-probabilities for the copies `items`, in order."""
-        import torch
-
+        """lp: float32 [b, T, V] log-probabilities for the copies `items`, in order: numpy on the CPU
+        (log_softmax_np), a torch tensor on the device on CUDA (read back only at the picked ids)."""
         plan = self.plan
-        cols = torch.as_tensor(plan.columns, device=lp.device)
         for i, (r, twin) in enumerate(items):
             row = plan.rows[r]
             p = int(plan.cuts[r])
-            tgt = torch.as_tensor(row[1:].astype(np.int64), device=lp.device)
-            lpi = lp[i]
+            at_t, vals = _picks(lp[i], row[1:].astype(np.int64), plan.columns, p)
             if not twin:
-                at_t = lpi.gather(1, tgt[:, None])[:, 0]
                 nb = self.token_bytes[row[1:]]
-                mask = torch.as_tensor(nb > 0, device=lp.device)
-                nats = -float(torch.where(mask, at_t, torch.zeros_like(at_t)).sum(dtype=torch.float64))
+                nats = -float(np.where(nb > 0, at_t.astype(np.float64), 0.0).sum())
                 if not math.isfinite(nats):
                     self.nonfinite = True
                 self.nats += nats
                 self.bytes += int(nb.sum())
                 self.scored += int((nb > 0).sum())
-            vals = torch.cat([lpi[:p].gather(1, tgt[:p, None]), lpi[:p].index_select(1, cols)], 1)
-            vals = vals.to("cpu", torch.float32).numpy()
             if not np.isfinite(vals).all():
                 self.nonfinite = True
                 continue
@@ -183,14 +176,42 @@ class Tally:
                 )
 
 
+def log_softmax_np(logits: np.ndarray) -> np.ndarray:
+    """float32 log-softmax over the last axis, in numpy: the CPU scoring needs no torch, so the
+    supervisor of a CPU run never imports it (about two CPU-seconds a run)."""
+    x = np.asarray(logits, dtype=np.float32)
+    m = x.max(axis=-1, keepdims=True)
+    y = x - m
+    return y - np.log(np.exp(y).sum(axis=-1, keepdims=True, dtype=np.float32))
+
+
+def _picks(lpi, tgt: np.ndarray, columns: np.ndarray, p: int) -> tuple[np.ndarray, np.ndarray]:
+    """From one row's [T, V] log-probabilities: ln p(target) at every position (T,), and at the first
+    p positions the compared values, target then `columns` ([p, 1 + len(columns)]), as float32 numpy."""
+    if isinstance(lpi, np.ndarray):
+        at_t = lpi[np.arange(len(tgt)), tgt]
+        return at_t, np.concatenate([at_t[:p, None], lpi[:p][:, columns]], 1)
+    import torch
+
+    t = torch.as_tensor(tgt, device=lpi.device)
+    at_t = lpi.gather(1, t[:, None])[:, 0]
+    vals = torch.cat(
+        [at_t[:p, None], lpi[:p].index_select(1, torch.as_tensor(columns, device=lpi.device))], 1
+    )
+    return at_t.to("cpu", torch.float32).numpy(), vals.to("cpu", torch.float32).numpy()
+
+
 def make_buffer(B: int, T: int, V: int, device: str, transport: str | None = None):
     """(kind, buffer with .fd and .close(), float32 [B, T, V] view) for one model process's logits:
     a CUDA VMM allocation exported as a fd on CUDA (zero copy; AUTORESEARCH_CUDA_TRANSPORT=host
     forces the host path), else a sealed memfd in host memory."""
+    transport = transport or os.environ.get("AUTORESEARCH_CUDA_TRANSPORT", "vmm")
+    if not device.startswith("cuda"):
+        buf = LogitsBuffer(B * T * V * 4)
+        return "host", buf, np.frombuffer(buf.map, dtype=np.float32).reshape(B, T, V)
     import torch
 
-    transport = transport or os.environ.get("AUTORESEARCH_CUDA_TRANSPORT", "vmm")
-    if device.startswith("cuda") and transport == "vmm":
+    if transport == "vmm":
         from harness.cuda_ipc import VmmBuffer
 
         idx = torch.device(device).index or 0
@@ -204,8 +225,7 @@ def make_buffer(B: int, T: int, V: int, device: str, transport: str | None = Non
             )
     buf = LogitsBuffer(B * T * V * 4)
     view = torch.from_numpy(np.frombuffer(buf.map, dtype=np.float32).reshape(B, T, V))
-    if device.startswith("cuda"):
-        torch.cuda.cudart().cudaHostRegister(view.data_ptr(), view.numel() * 4, 0)
+    torch.cuda.cudart().cudaHostRegister(view.data_ptr(), view.numel() * 4, 0)
     return "host", buf, view
 
 
@@ -330,8 +350,6 @@ def score(procs: list[ModelProc], *, data, preset, device: str, weights: Path, l
     """Score `weights` (a verified safetensors file) with the model processes `start_models` started.
     Returns the result fields; raises ScoreFailure for the candidate's failures. Anything else is a
     harness failure. The caller stops the processes (stop_models) whatever happens."""
-    import torch
-
     t0 = time.monotonic()
     deadline = t0 + preset.eval_timeout_seconds
     device_type = "cuda" if device.startswith("cuda") else "cpu"
@@ -434,11 +452,15 @@ def score(procs: list[ModelProc], *, data, preset, device: str, weights: Path, l
                 raise mp.failure(msg)
             batch = mp.inflight
             logits = mp.view[: len(batch)]
-            if mp.kind == "host" and device_type == "cuda":
-                logits = logits.to(device, non_blocking=True)
-            lp = torch.log_softmax(logits, dim=-1)
             if device_type == "cuda":
+                import torch
+
+                if mp.kind == "host":
+                    logits = logits.to(device, non_blocking=True)
+                lp = torch.log_softmax(logits, dim=-1)
                 torch.cuda.current_stream().synchronize()  # read out before the model may overwrite it
+            else:
+                lp = log_softmax_np(logits)  # a copy: the model may overwrite the buffer now
             send_next(mp)  # the model computes the next batch while we score this one
             tally.add(lp, batch)
             del lp, logits

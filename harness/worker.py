@@ -51,8 +51,14 @@ def open_channel():
     return Channel(socket.socket(fileno=fd))
 
 
-def setup_torch(threads: int, device: str, seed: int):
-    """Threads, seeds and deterministic kernels, before train.py exists in this process."""
+def setup_torch(threads: int, device: str, seed: int, dynamo: bool = True):
+    """Threads, seeds and deterministic kernels, before train.py exists in this process.
+
+    dynamo: import torch._dynamo now (with the sympy it pulls in: about a CPU-second even from
+    bytecode). The worker does, so that no candidate's clock pays for it: the first step of any
+    torch.optim optimizer imports it (its methods are wrapped in torch._disable_dynamo), as does
+    torch.compile. A model process on the CPU only runs forward passes and skips it. (The audit
+    hook has no quarrel with a later import: importing or running dynamo patches no tensor type.)"""
     import random
 
     import numpy as np
@@ -60,9 +66,8 @@ def setup_torch(threads: int, device: str, seed: int):
 
     torch.set_num_threads(int(threads))
     if not device.startswith("cuda"):
-        # The flag itself, not torch.use_deterministic_algorithms: that also sets inductor's config,
-        # whose import pulls in dynamo and sympy (about a CPU-second per process even from bytecode,
-        # three sandboxed processes a run), for a compile that train.py on the CPU seldom asks for.
+        # The flag itself, not torch.use_deterministic_algorithms: that also imports inductor's
+        # config, and with it dynamo, in processes that need neither.
         set_flag = getattr(torch._C, "_set_deterministic_algorithms", None)
         if set_flag is not None:
             set_flag(True, warn_only=True)
@@ -71,11 +76,7 @@ def setup_torch(threads: int, device: str, seed: int):
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
-    if device.startswith("cuda"):
-        # train.py compiles on the GPU: dynamo's import (with the sympy it pulls in, about a CPU-second
-        # even from bytecode) then happens here, outside the clock. On the CPU most train.py files never
-        # compile, and a run's three sandboxed processes would pay it for nothing. (The audit hook
-        # has no quarrel with a later import: importing or running dynamo patches no tensor type.)
+    if dynamo:
         import torch._dynamo  # noqa: F401
 
     return torch

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from harness.channel import Channel, ProtocolError
 from harness.integrity import AuditGuard, harness_sha256, scrub_env, static_scan
 from harness.mfu import mfu_percent, peak_flops
-from harness.scorer import ScoreFailure, Tally, bpb, make_plan
+from harness.scorer import ScoreFailure, Tally, bpb, log_softmax_np, make_plan
 from harness.supervisor import METRIC_KEYS, blank_metrics
 
 # -- static scan --------------------------------------------------------------------------------------
@@ -139,14 +139,50 @@ def test_twins_share_the_prefix_and_continue_with_real_text():
         assert {tw for rr, tw in a if rr == r} ^ {tw for rr, tw in b if rr == r} == {True, False}
 
 
-def _tally(model, plan, tb, V):
+def _tally(model, plan, tb, V, path="numpy"):
+    """Score `model` as the supervisor does: numpy log-probabilities (the CPU path) or torch ones (the
+    CUDA path's code, here on the CPU)."""
     tally = Tally(plan, tb, "cpu")
     for work in plan.work:
         toks = torch.as_tensor(np.stack([(plan.twins[r] if tw else plan.rows[r])[:-1] for r, tw in work]),
                                dtype=torch.long)  # fmt: skip
         with torch.no_grad():
-            tally.add(torch.log_softmax(model(toks), -1), work)
+            logits = model(toks).float()
+        tally.add(log_softmax_np(logits.numpy()) if path == "numpy" else torch.log_softmax(logits, -1), work)
     return tally
+
+
+def test_the_numpy_and_the_torch_scoring_agree():
+    """The CPU scores in numpy, CUDA in torch: the same logits give the same sums and probe values."""
+    V, T = 257, 24
+    g = torch.Generator().manual_seed(3)
+    rows = torch.randint(0, V, (10, T + 1), generator=g).numpy()
+    val = torch.randint(0, V, (2000,), generator=g).numpy()
+    tb = np.random.default_rng(0).integers(0, 4, V)  # some ids of 0 bytes: left out of both sums
+    plan = make_plan(rows, val, V, random.Random(4))
+    emb = nn.Embedding(V, V)
+    with torch.no_grad():
+        emb.weight.mul_(30)  # large logits: the max-shift must hold in both
+    causal = lambda x: emb(x).cumsum(1)  # noqa: E731
+    a, b = _tally(causal, plan, tb, V, "numpy"), _tally(causal, plan, tb, V, "torch")
+    assert (a.bytes, a.scored, a.compared) == (b.bytes, b.scored, b.compared)
+    assert a.nats == pytest.approx(b.nats, rel=1e-6) and a.nats > 0
+    x = emb(torch.as_tensor(rows[:, :-1])).detach()
+    assert np.abs(log_softmax_np(x.numpy()) - torch.log_softmax(x, -1).numpy()).max() < 1e-4
+
+
+def test_non_finite_logits_are_flagged_by_the_numpy_scoring():
+    V, T = 11, 16
+    rows = torch.randint(0, V, (4, T + 1)).numpy()
+    plan = make_plan(rows, torch.randint(0, V, (500,)).numpy(), V, random.Random(5))
+    emb = nn.Embedding(V, V)
+
+    def broken(x):
+        out = emb(x).cumsum(1)
+        out[0, 3, 0] = float("nan")
+        return out
+
+    assert _tally(broken, plan, np.ones(V, dtype=np.int64), V).nonfinite
 
 
 def test_tally_passes_a_causal_model_exactly_and_sums_only_originals():
@@ -173,8 +209,9 @@ def test_tally_rejects_a_model_that_peeks_one_token_ahead():
         out = emb(x)
         return torch.cat([out[:, :-1] + 5 * F.one_hot(x[:, 1:], V), out[:, -1:]], 1)
 
-    with pytest.raises(ScoreFailure, match="not causal"):
-        _tally(peek, plan, np.ones(V, dtype=np.int64), V)
+    for path in ("numpy", "torch"):
+        with pytest.raises(ScoreFailure, match="not causal"):
+            _tally(peek, plan, np.ones(V, dtype=np.int64), V, path)
 
 
 def test_the_channel_rejects_oversized_and_malformed_frames():
