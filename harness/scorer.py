@@ -315,7 +315,9 @@ def start_models(
                     "seed": int(seed),
                     "bos_id": bos_id,
                     "threads": preset.threads,
-                    "count_flops": bool(count_flops and i == 0),
+                    # MFU exists only on a GPU (harness/mfu.py), and counting costs a CPU run about
+                    # a CPU-second: FlopCounterMode imports dynamo, which nothing else there needs.
+                    "count_flops": bool(count_flops and i == 0 and device.startswith("cuda")),
                     "train_file": TRAIN_INSIDE if bw else str(train_file),
                     **(inprocess or {}),
                 }

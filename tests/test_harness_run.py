@@ -93,7 +93,8 @@ def test_honest_run_is_ok_with_every_metric(prepared_tiny, tmp_path):
     assert m["training_cpu_seconds"] == m["training_seconds"] and m["training_wall_seconds"] > 0
     assert m["total_seconds"] >= m["training_seconds"]
     assert m["num_steps"] >= 1 and m["num_params"] > 0 and m["peak_memory_mb"] > 0
-    assert m["flops_per_token"] > 0 and m["tokens_per_second"] > 0
+    assert m["tokens_per_second"] > 0
+    assert m["flops_per_token"] is None  # counted on a GPU only, where MFU means something
     assert m["mfu_percent"] is None and "CPU" in m["mfu_note"]
     assert m["probe"]["rows_compared"] == m["eval_rows"] > 0 and m["probe"]["max_diff_nats"] == 0.0
     assert m["eval_tokens"] > 0 and m["eval_bytes"] > m["eval_tokens"]

@@ -277,16 +277,27 @@ def test_bending_the_metric_in_process_changes_nothing(prepared_tiny, tmp_path, 
     assert m["num_steps"] == 2
 
 
+@pytest.fixture(scope="module")
+def honest_one_step(prepared_tiny, tmp_path_factory) -> tuple[str, float]:
+    """(status, val_bpb) of honest.py at one fixed step: the reference the patching runs must equal.
+    The in-process checks change no number, so one run serves both modes."""
+    d = tmp_path_factory.mktemp("honest_one_step")
+    f = d / "train.py"
+    f.write_text((REDTEAM / "honest.py").read_text().replace("MAX_STEPS = 0 ", "MAX_STEPS = 1 "))
+    p, m, _ = run(f, d)
+    assert_result(p, m)
+    return m["status"], m["val_bpb"]
+
+
 @needs_bwrap
+@pytest.mark.xdist_group("monkeypatch")  # one worker: the reference run is made once for both modes
 @pytest.mark.parametrize("mode", MODES)
-def test_monkeypatching_torch_in_the_worker_changes_nothing(prepared_tiny, tmp_path, mode):
+def test_monkeypatching_torch_in_the_worker_changes_nothing(honest_one_step, tmp_path, mode):
     """monkeypatch.py and patch_in_forward.py patch torch / the harness in their own processes; with
     fixed steps their val_bpb equals honest.py's (same seed, same steps: bit-reproducible)."""
-    ref_src = (REDTEAM / "honest.py").read_text().replace("MAX_STEPS = 0 ", "MAX_STEPS = 1 ")
-    vals = []
+    assert honest_one_step[0] == "ok"
     for i, src in enumerate(
         [
-            ref_src,
             (REDTEAM / "monkeypatch.py").read_text().replace("MAX_STEPS = 0 ", "MAX_STEPS = 1 "),
             (REDTEAM / "patch_in_forward.py").read_text(),
         ]
@@ -297,10 +308,7 @@ def test_monkeypatching_torch_in_the_worker_changes_nothing(prepared_tiny, tmp_p
         f.write_text(src)
         p, m, _ = run(f, d, mode)
         assert_result(p, m)
-        vals.append((m["status"], m["val_bpb"]))
-    assert vals[0][0] == "ok"
-    for status, v in vals[1:]:
-        assert (status, v) == vals[0]
+        assert (m["status"], m["val_bpb"]) == honest_one_step
 
 
 # -- the clock ----------------------------------------------------------------------------------------
