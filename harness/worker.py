@@ -185,7 +185,7 @@ def main() -> int:
         os._exit(0)
 
     device = spec["device"]
-    __import__("torch")  # timed apart from the compiler stack that setup_torch imports
+    __import__("torch")  # timed apart from torch._dynamo, which setup_torch imports
     times["torch"] = time.monotonic()
     torch = setup_torch(spec["threads"], device, int(spec["seed"]))
     times["compiler"] = time.monotonic()
