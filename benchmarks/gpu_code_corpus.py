@@ -4,13 +4,13 @@ The GPU machine lent for benchmarks reaches no network, so climbmix cannot be do
 stand-in is a parquet corpus of the machine's own source files (../shared/bench/build_code_corpus.py,
 served over HTTP on 127.0.0.1 and prepared through the climbmix code path). See benchmarks/README.md.
 
-    python benchmarks/gpu_code_corpus.py short TRAIN --budget 60 --seed 0 --out r.json
-        one run at a replaced budget, in this process: the harness's data, context, packing and
-        evaluator, but not its supervisor or sandbox (a benchmark, not a preset; numbers from it are
-        only compared with each other)
     python benchmarks/gpu_code_corpus.py harness TRAIN --seed 0 --out r.json
         `python -m harness run TRAIN --preset gpu` exactly as the loop runs it, its output read line by
         line to time the start-up and to collect the per-step losses train.py prints
+    python benchmarks/gpu_code_corpus.py short TRAIN --budget 60 --seed 0 --out r.json
+        the same run with the training budget replaced (only the supervisor's: see SHORT_BUDGET), for
+        sweeps of tokens/s and for timing what lies outside the budget (a benchmark, not a preset:
+        its val_bpb is only compared with other runs at the same budget)
     python benchmarks/gpu_code_corpus.py variant TRAIN OUT NAME=VALUE ...
         a copy of TRAIN with top-level constants replaced (what a sweep runs)
     python benchmarks/gpu_code_corpus.py plan PLAN.json --out-dir DIR
@@ -26,7 +26,6 @@ of the 50 steps before it.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import hashlib
 import json
 import math
@@ -38,7 +37,6 @@ import sys
 import tempfile
 import threading
 import time
-from dataclasses import replace
 from pathlib import Path
 
 # The checkout whose harness runs: the first folder above this file that holds harness/ (this file may
@@ -95,106 +93,47 @@ def make_variant(src: str, overrides: dict[str, str]) -> str:
 
 
 # ------------------------------------------------------------------------------------------------
-# short: one run at a replaced budget, in this process
-# ------------------------------------------------------------------------------------------------
-
-
-class _NoSnapshot:
-    def changes(self):
-        return []
-
-
-def run_short(train_file: str, budget: float, seed: int, preset_name: str = "gpu", device=None) -> dict:
-    t_start = time.monotonic()
-    import importlib.util
-    import random
-
-    import numpy as np
-    import torch
-
-    sys.path.insert(0, str(REPO))
-    from harness.evaluate import evaluate
-
-    from harness.context import Context
-    from harness.data import load_prepared
-    from harness.dataloader import piece_starts
-    from harness.mfu import mfu_percent, peak_flops
-    from harness.presets import get_preset
-
-    base = get_preset(preset_name)
-    preset = replace(base, budget_seconds=float(budget))
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    data = load_prepared(base)
-    tokens = data.train_tokens()
-    starts = piece_starts(tokens, data.bos_id)
-    t_data = time.monotonic()
-
-    losses: dict[int, float] = {}
-
-    class Ctx(Context):
-        def log(self, step, loss, **extra):
-            losses[int(step)] = float(loss)
-            super().log(step, loss, **extra)
-
-    ctx = Ctx(preset, seed=seed, device=device, train_tokens=tokens, train_starts=starts,
-              bos_id=data.bos_id, spawn_time=t_start)  # fmt: skip
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-    if device.startswith("cuda"):
-        torch.cuda.reset_peak_memory_stats()
-    spec = importlib.util.spec_from_file_location("train", train_file)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    res = {"mode": "short", "train_file": str(train_file), "train_sha256": sha256(train_file),
-           "data_fingerprint": data.fingerprint, "seed": seed, "budget_s": budget, "device": device,
-           "status": "ok", "error": None}  # fmt: skip
-    model = None
-    try:
-        model = mod.train(ctx)
-        if device.startswith("cuda"):
-            torch.cuda.synchronize()
-    except Exception as e:  # noqa: BLE001 (a candidate's crash or divergence is its result)
-        res.update(status="crash", error=f"{type(e).__name__}: {e}")
-    t_done = time.monotonic()
-    clock = ctx._clock_start or t_done
-    res.update(
-        startup_s=round(clock - t_start, 2), data_load_s=round(t_data - t_start, 2),
-        training_s=round(t_done - clock, 2), num_steps=len(losses), train_tokens=ctx.tokens_seen,
-    )  # fmt: skip
-    if device.startswith("cuda"):
-        res["peak_memory_mb"] = round(torch.cuda.max_memory_allocated() / 2**20)
-    res["tokens_per_s"] = round(ctx.tokens_seen / res["training_s"]) if res["training_s"] else None
-    if model is not None:
-        ev = evaluate(model, data=data, preset=preset, device=device, snapshot=_NoSnapshot(),
-                      reading_val=contextlib.nullcontext())  # fmt: skip
-        res.update(val_bpb=ev["val_bpb"], val_loss=ev["val_loss"], eval_s=round(time.monotonic() - t_done, 2),
-                   num_params=ev["num_params"], flops_per_token=ev["flops_per_token"])  # fmt: skip
-        if device.startswith("cuda"):
-            peak, _ = peak_flops(torch.cuda.get_device_name())
-            mfu = mfu_percent(ev["flops_per_token"], ctx.tokens_seen, res["training_s"], peak)
-            res["mfu_percent"] = round(mfu, 2) if mfu else None
-    loss_list = [losses[i] for i in sorted(losses)]
-    res["losses"] = [round(v, 4) for v in loss_list]
-    res["spike_check"] = spike_check(loss_list)
-    return res
-
-
-# ------------------------------------------------------------------------------------------------
 # harness: the real run, its output timed line by line
 # ------------------------------------------------------------------------------------------------
 
 
-def run_harness(train_file: str, seed: int, out: str, preset: str = "gpu") -> dict:
+# `short` mode: the harness's own command line with the preset's training budget replaced, run by
+# the same interpreter with the harness's trusted bytecode directory, so that everything outside the
+# budget (set-up, sandbox, imports, compile warm-up, evaluation) is the real thing. Only the supervisor
+# sees the shorter budget: inside the sandbox train.py's schedule still assumes the preset's, which
+# changes nothing before the clock starts or after it ends (val_bpb of such a run means nothing).
+SHORT_BUDGET = """
+import dataclasses, sys
+import harness.presets as presets
+name = sys.argv[sys.argv.index("--preset") + 1]
+presets.PRESETS[name] = dataclasses.replace(presets.PRESETS[name], budget_seconds=float(sys.argv[1]))
+from harness.__main__ import main
+sys.exit(main(sys.argv[2:]))
+"""
+
+
+def run_harness(
+    train_file: str, seed: int, out: str, preset: str = "gpu", budget: float | None = None
+) -> dict:
     out = Path(out)
-    cmd = [sys.executable, "-m", "harness", "run", str(train_file), "--preset", preset, "--out", str(out),
-           "--seed", str(seed)]  # fmt: skip
+    args = ["run", str(train_file), "--preset", preset, "--out", str(out), "--seed", str(seed)]
+    if budget is None:
+        cmd = [sys.executable, "-m", "harness", *args]
+    else:
+        sys.path.insert(0, str(REPO))
+        from harness.protocol import trusted_pycache_dir
+
+        prefix = trusted_pycache_dir()  # made and written as `python -m harness` and the runners do
+        os.makedirs(prefix, mode=0o755, exist_ok=True)
+        cmd = [sys.executable, "-X", f"pycache_prefix={prefix}", "-c", SHORT_BUDGET, str(budget), *args]
     t0 = time.monotonic()
     marks: dict[str, float] = {}
     losses: dict[int, float] = {}
     tlog = out.with_suffix(".timed.log")
     with open(tlog, "w") as f:
-        p = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+        out_pipe = dict(stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        p = subprocess.Popen(cmd, cwd=REPO, env=env, **out_pipe)
         for line in p.stdout:
             t = time.monotonic() - t0
             f.write(f"{t:8.2f} {line}")
@@ -212,7 +151,9 @@ def run_harness(train_file: str, seed: int, out: str, preset: str = "gpu") -> di
     res = json.loads(out.read_text())
     loss_list = [losses[i] for i in sorted(losses)]
     res["benchmark"] = {
-        "mode": "harness", "command": " ".join(cmd[1:]), "wall_s": round(wall, 2),
+        "mode": "harness" if budget is None else "short", "budget_s": budget,
+        "command": " ".join(args if budget is None else ["<short budget>", str(budget), *args]),
+        "wall_s": round(wall, 2),
         "line_times_s": marks,  # seconds after launch at which these lines appeared
         "losses": [round(v, 4) for v in loss_list], "spike_check": spike_check(loss_list),
         "outside_budget_s": round(res["total_seconds"] - res["training_seconds"], 2)
@@ -262,9 +203,8 @@ def run_plan(plan_file: str, out_dir: str, deadline: float | None = None) -> lis
             res_path = out_dir / f"{name}.json"
             log_path = out_dir / f"{name}.log"
             env = {**os.environ, "CUDA_VISIBLE_DEVICES": gpu, "PYTHONUNBUFFERED": "1"}
-            if job.get("cold"):  # compile caches of its own, empty: a cold start-up
-                cache = Path(tempfile.mkdtemp(prefix=f"compile-cache-{name}-"))
-                env.update(TORCHINDUCTOR_CACHE_DIR=str(cache), TRITON_CACHE_DIR=str(cache / "triton"))
+            if job.get("cold"):  # an empty compile cache of its own (harness/compile_cache.py)
+                env["AUTORESEARCH_COMPILE_CACHE"] = tempfile.mkdtemp(prefix=f"compile-cache-{name}-")
             if job["kind"] == "short":
                 cmd = [sys.executable, __file__, "short", job["train"], "--budget", str(job["budget"]),
                        "--seed", str(job.get("seed", 0)), "--out", str(res_path)]  # fmt: skip
@@ -341,12 +281,12 @@ def main(argv=None) -> int:
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--out", required=True)
     s.add_argument("--preset", default="gpu")
-    s.add_argument("--device", default=None)
     h = sub.add_parser("harness")
     h.add_argument("train")
     h.add_argument("--seed", type=int, default=0)
     h.add_argument("--out", required=True)
     h.add_argument("--preset", default="gpu")
+    h.add_argument("--budget", type=float, default=None, help="replace the training budget (as `short` does)")
     v = sub.add_parser("variant")
     v.add_argument("train")
     v.add_argument("out")
@@ -358,12 +298,8 @@ def main(argv=None) -> int:
     t = sub.add_parser("table")
     t.add_argument("files", nargs="+")
     a = p.parse_args(argv)
-    if a.cmd == "short":
-        r = run_short(a.train, a.budget, a.seed, a.preset, a.device)
-        Path(a.out).write_text(json.dumps(r, indent=1))
-        print(summary_line(r), flush=True)
-    elif a.cmd == "harness":
-        print(summary_line(run_harness(a.train, a.seed, a.out, a.preset)), flush=True)
+    if a.cmd in ("short", "harness"):
+        print(summary_line(run_harness(a.train, a.seed, a.out, a.preset, a.budget)), flush=True)
     elif a.cmd == "variant":
         ov = dict(o.split("=", 1) for o in a.overrides)
         Path(a.out).write_text(make_variant(Path(a.train).read_text(), ov))

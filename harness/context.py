@@ -169,12 +169,17 @@ class Context(ModelContext):
             return x, y
         key = tuple(r.shape)
         if key not in self._pinned:
-            self._pinned[key] = torch.empty((2, r.shape[0], r.shape[1] - 1), dtype=torch.long).pin_memory()
-        stage = self._pinned[key]
-        torch.cuda.current_stream().synchronize()  # the previous copy out of the staging buffer is done
+            pinned = torch.empty((2, r.shape[0], r.shape[1] - 1), dtype=torch.long).pin_memory()
+            self._pinned[key] = (pinned, torch.cuda.Event())
+        stage, copied = self._pinned[key]
+        # Wait for the previous copy out of the staging buffer only, not for the whole stream: the GPU
+        # keeps computing the step queued after that copy while this batch is fetched and staged (a
+        # wait for the stream left it idle for every batch's round trip).
+        copied.synchronize()
         stage[0].copy_(x)
         stage[1].copy_(y)
         out = stage.to(self.device, non_blocking=True)
+        copied.record()
         return out[0], out[1]
 
     def warmup_batch(self, batch_size: int, seq_len: int | None = None):

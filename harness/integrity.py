@@ -129,6 +129,7 @@ BANNED_MODULES = {
     "harness.cuda_ipc": "harness internals",
     "harness.modelproc": "harness internals",
     "harness.compile_cache": "harness internals",
+    "harness.bytecode": "harness internals",
     "harness.protocol": "harness internals",
     "harness.integrity": "harness internals",
     "harness.supervisor": "harness internals",

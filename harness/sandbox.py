@@ -297,7 +297,7 @@ def sandbox_env(scratch_inside: str, threads: int, extra: dict | None = None) ->
         "TORCHINDUCTOR_CACHE_DIR": f"{scratch_inside}/.cache/inductor",
         "TRITON_CACHE_DIR": f"{scratch_inside}/.cache/triton",
         "XDG_CACHE_HOME": f"{scratch_inside}/.cache",
-        "TORCHINDUCTOR_COMPILE_THREADS": "1",
+        "TORCHINDUCTOR_COMPILE_THREADS": "1",  # CUDA sandboxes: compile_threads(), in Sandbox.argv
     }
     for k in (
         "CUDA_VISIBLE_DEVICES",
@@ -311,6 +311,41 @@ def sandbox_env(scratch_inside: str, threads: int, extra: dict | None = None) ->
             env[k] = os.environ[k]
     env.update(extra or {})
     return env
+
+
+MAX_COMPILE_THREADS = 32  # inductor's own cap
+SHM_ARGS = ["--perms", "1777", "--tmpfs", "/dev/shm"]
+
+
+def shm_args() -> list[str]:
+    """A private, writable /dev/shm for a sandbox (bwrap's --dev makes one that only root may
+    write): POSIX semaphores live there, and every multiprocessing pool needs them, inductor's
+    parallel compile included. [] where this bwrap cannot set a tmpfs's mode (older ones): probed
+    once, like `probe()`."""
+    if "shm" not in _PROBE:
+        argv = [bwrap_path() or "bwrap", *_ns_flags(), "--ro-bind", "/usr", "/usr", *_usrmerge(),
+                "--proc", "/proc", "--dev", "/dev", *SHM_ARGS, "--", "/usr/bin/true"]  # fmt: skip
+        try:
+            ok = subprocess.run(argv, capture_output=True, timeout=20).returncode == 0
+        except (OSError, subprocess.SubprocessError):
+            ok = False
+        _PROBE["shm"] = list(SHM_ARGS) if ok else []
+    return _PROBE["shm"]
+
+
+def compile_threads(cuda: bool) -> int:
+    """Inductor's parallel compile workers for a sandboxed process. On CUDA the machine's cores
+    (inductor's default): a cold torch.compile of the gpu preset's train.py spends most of its time
+    compiling Triton kernels one after another in a single thread (benchmarks/README.md). On the CPU
+    presets one: the clock there counts the CPU seconds of the whole sandbox, and a pool of workers
+    on a 2-core machine only competes with the training."""
+    if not cuda:
+        return 1
+    try:
+        n = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        n = os.cpu_count() or 1
+    return max(1, min(MAX_COMPILE_THREADS, n))
 
 
 class Sandbox:
@@ -376,6 +411,9 @@ class Sandbox:
         """(argv, env, cwd) to run `python -m module` for candidate code. ro_files: inside path ->
         host path, bound read-only (train.py, the weights)."""
         py = sys.executable  # not its realpath: a venv is found through the path it was started by
+        shm = shm_args() if cuda and self.isolation == "bwrap" else []
+        workers = compile_threads(cuda) if shm or self.isolation != "bwrap" else 1  # a pool needs /dev/shm
+        extra_env = {"TORCHINDUCTOR_COMPILE_THREADS": str(workers), **(extra_env or {})}
         flags = ["-s", "-P", "-X", "frozen_modules=on"]
         if self.isolation != "bwrap":
             env = sandbox_env(str(scratch), threads, extra_env)
@@ -391,6 +429,7 @@ class Sandbox:
         # The fresh /proc, /dev and /tmp first: a bind below comes on top of them, so an interpreter
         # or a venv that lives under /tmp (a checkout cloned there) stays visible.
         v.args += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp"]
+        v.args += shm
         v.dirs.add("/tmp")  # keep the tmpfs's own mode (1777): never re-made 0755 as a bind's parent
         v.ro("/usr")
         v.args += _usrmerge()

@@ -151,6 +151,7 @@ class Training:
         self.sp, self.chan, self.clock, self.preset, self.loaders = sp, chan, clock, preset, loaders
         self.log_path, self.echo = log_path, echo
         self.ready: dict | None = None
+        self.ready_at: float | None = None
         self.returned: tuple[float, float, float] | None = None  # (used, cpu, wall) at "returned"
         self.done: tuple[float, float, float] | None = None
         self.returned_msg: dict = {}
@@ -187,7 +188,7 @@ class Training:
         op = msg.get("op")
         p = self.preset
         if op == "ready" and self.ready is None:
-            self.ready = msg
+            self.ready, self.ready_at = msg, now
         elif op == "clock":
             self.clock.start(now)
             self.chan.send({"op": "clock", "used": self.clock.used(now), "started": True})
@@ -286,6 +287,42 @@ class Training:
                         if self.handle(got[0], got[1], time.monotonic()):
                             return
                 return
+
+
+WORKER_PHASES = (("entry", "sandbox_to_python_s"), ("torch", "torch_import_s"),
+                 ("compiler", "compiler_import_s"), ("device", "device_init_s"))  # fmt: skip
+
+
+def startup_phases(t_begin: float, spawn: float, ready: dict | None, ready_at: float | None,
+                   clock_start: float | None) -> dict:  # fmt: skip
+    """Where the start-up went, in seconds: the supervisor before the sandbox, then the worker's own
+    marks (the `times` of its ready message, on the shared monotonic clock: informational, since the
+    worker could forge them, so only marks in order between spawn and the ready message are kept),
+    then train.py from ready to the clock's start (import, model build, compile warm-up)."""
+    out = {"harness_s": round(spawn - t_begin, 3)}
+    times = (ready or {}).get("times")
+    prev = spawn
+    if isinstance(times, dict) and ready_at is not None:
+        for key, name in WORKER_PHASES:
+            t = times.get(key)
+            if not isinstance(t, int | float) or not prev <= t <= ready_at:
+                break
+            out[name] = round(t - prev, 3)
+            prev = t
+    if ready_at is not None:
+        out["worker_rest_s"] = round(ready_at - prev, 3)
+        if clock_start is not None and clock_start >= ready_at:
+            out["train_py_s"] = round(clock_start - ready_at, 3)
+    return out
+
+
+def compile_stats(msg: dict, key: str, kind: type) -> dict:
+    """The worker's torch.compile counters or timers (informational): at most 16 entries of short
+    names and small non-negative numbers of `kind`; anything else is dropped."""
+    c = msg.get(key)
+    if not isinstance(c, dict):
+        return {}
+    return {str(k)[:60]: v for k, v in list(c.items())[:16] if type(v) is kind and 0 <= v < 10**6}
 
 
 class Loaders:
@@ -466,6 +503,7 @@ def run(
     metrics["compile_cache_seeded_bytes"] = compile_cache.seed(scratch, metrics["train_sha256"], owner)
     log_path.parent.mkdir(parents=True, exist_ok=True)
     bw = sandbox.isolation == "bwrap"
+    t_popen = time.monotonic()
     try:
         with open(log_path, "wb") as logf:
             sp = sandbox.popen(
@@ -564,6 +602,7 @@ def run(
     if clock.wall0 is not None:
         metrics["startup_seconds"] = round(clock.wall0 - spawn, 3)
         metrics["clock_start"] = "allowance ran out" if clock.implicit else "train.py"
+    metrics["startup_phases"] = startup_phases(t_begin, t_popen, tr.ready, tr.ready_at, clock.wall0)
     ret = tr.returned or (final_used, final_cpu, final_wall)
     metrics["training_seconds"] = round(ret[0], 3)
     metrics["training_cpu_seconds"] = round(ret[1], 3)
@@ -581,6 +620,8 @@ def run(
     metrics["last_train_loss"] = rm.get("last_loss", tr.progress.get("loss"))
     ts = metrics["training_seconds"]
     metrics["tokens_per_second"] = round(tr.served_tokens / ts, 1) if tr.served_tokens and ts else None
+    metrics["compile_counters"] = compile_stats(rm, "compile_counters", int)
+    metrics["compile_seconds"] = compile_stats(rm, "compile_seconds", float)
     peak = rm.get("peak_memory_mb")
     metrics["peak_memory_mb"] = round(peak, 1) if isinstance(peak, int | float) else round(maxrss, 1)
     metrics["deadlines"] = {
@@ -672,6 +713,7 @@ def run(
         "eval_startup_seconds",
         "eval_build_wait_seconds",
         "eval_transport",
+        "eval_phases",
         "flops_per_token",
         "probe",
     ):

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 
 from harness.sandbox import drop_privileges
 
@@ -129,6 +130,42 @@ def unwrap(model):
     return model
 
 
+def compile_counters() -> dict:
+    """torch.compile's cache hits and misses in this process so far: whether a warm start found the
+    compile cache (harness/compile_cache.py). The candidate's own process: informational only."""
+    dynamo = sys.modules.get("torch._dynamo.utils")
+    if dynamo is None:
+        return {}
+    out = {}
+    for group, keys in (
+        ("inductor", ("fxgraph_cache_hit", "fxgraph_cache_miss", "fxgraph_cache_bypass")),
+        ("aot_autograd", ("autograd_cache_hit", "autograd_cache_miss", "autograd_cache_bypass")),
+        ("stats", ("unique_graphs",)),
+    ):
+        for k in keys:
+            v = dynamo.counters.get(group, {}).get(k)
+            if v:
+                out[k] = int(v)
+    return out
+
+
+def compile_seconds(top: int = 12) -> dict:
+    """torch.compile's own timers in this process (seconds summed per timed function, the largest
+    first): where a compile warm-up went (tracing, inductor, Triton, cache loads). Informational."""
+    dynamo = sys.modules.get("torch._dynamo.utils")
+    metrics = getattr(dynamo, "compilation_time_metrics", None) or {}
+    totals = {str(k): float(sum(v)) for k, v in metrics.items() if v}
+    return {k: round(v, 3) for k, v in sorted(totals.items(), key=lambda kv: -kv[1])[:top]}
+
+
+def compile_stats() -> dict:
+    """Both of the above, or none: statistics never fail a run (train.py may have changed torch)."""
+    try:
+        return {"compile_counters": compile_counters(), "compile_seconds": compile_seconds()}
+    except Exception:  # noqa: BLE001
+        return {}
+
+
 def guard_violation(guard) -> str | None:
     if guard is not None and guard.violations:
         v = guard.violations
@@ -137,6 +174,7 @@ def guard_violation(guard) -> str | None:
 
 
 def main() -> int:
+    times = {"entry": time.monotonic()}  # on the machine's monotonic clock, which the supervisor shares
     drop_privileges()
     chan = open_channel()
     spec, _ = chan.recv()
@@ -147,7 +185,10 @@ def main() -> int:
         os._exit(0)
 
     device = spec["device"]
+    __import__("torch")  # timed apart from torch._dynamo, which setup_torch imports
+    times["torch"] = time.monotonic()
     torch = setup_torch(spec["threads"], device, int(spec["seed"]))
+    times["compiler"] = time.monotonic()
     import numpy as np
 
     from harness import TrainingDiverged
@@ -164,9 +205,11 @@ def main() -> int:
         torch.cuda.init()
         torch.cuda.reset_peak_memory_stats()
     gpu = torch.cuda.get_device_name(torch.device(device)) if device.startswith("cuda") else None
+    times["device"] = time.monotonic()
     chan.send(
         {
             "op": "ready",
+            "times": times,
             "device": device,
             "gpu_name": gpu,
             "threads": torch.get_num_threads(),
@@ -214,6 +257,7 @@ def main() -> int:
             "tokens": ctx.tokens_seen,
             "last_loss": ctx.last_loss,
             "peak_memory_mb": peak,
+            **compile_stats(),
         }
     )
     bad = guard_violation(guard)
