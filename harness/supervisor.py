@@ -147,8 +147,9 @@ class Clock:
 class Training:
     """The training sandbox and what it did, driven by the event loop in `loop`."""
 
-    def __init__(self, sp, chan, clock: Clock, preset, loaders, log_path: Path, echo: bool):
+    def __init__(self, sp, chan, clock: Clock, preset, loaders, log_path: Path, echo: bool, on_clock=None):
         self.sp, self.chan, self.clock, self.preset, self.loaders = sp, chan, clock, preset, loaders
+        self.on_clock = on_clock  # called once, soon after the clock starts
         self.log_path, self.echo = log_path, echo
         self.ready: dict | None = None
         self.ready_at: float | None = None
@@ -259,6 +260,9 @@ class Training:
         while True:
             now = time.monotonic()
             self.clock.maybe_start(now)
+            if self.on_clock is not None and self.clock.wall0 is not None:
+                self.on_clock, call = None, self.on_clock
+                call()
             why = self.deadline(now)
             if why:
                 self.timeout = why
@@ -491,7 +495,10 @@ def run(
     from harness.channel import Channel
     from harness.sandbox import trusted_pycache
 
-    warmed = ensure_warm(trusted_pycache(), dev, log=lambda s: print(s, flush=True) if echo else None)
+    # The CUDA warm-up compiles torch's compiler packages: pointless where no GPU can run the sandbox
+    # (the worker then reports CUDA missing as an infra error).
+    warm_kind = dev if os.path.exists("/dev/nvidiactl") else "cpu"
+    warmed = ensure_warm(trusted_pycache(), warm_kind, log=lambda s: print(s, flush=True) if echo else None)
     if warmed is not None:
         metrics["bytecode_warm_seconds"] = round(warmed, 3)
 
@@ -536,36 +543,40 @@ def run(
             **inproc_spec,
         }
     )
-    # The scoring's two model processes start now, beside the training (their start-up, a torch import
-    # and build_model, is then not added to the run); they get the weights once training is over.
+    # The scoring's two model processes start when the training's clock does (their start-up, a torch
+    # import and build_model, then runs beside the training and adds nothing to a run), or when
+    # training ends without it; a candidate that fails before its clock starts costs none of it.
     from harness.scorer import start_models
 
     model_device = dev
-    try:
-        models.extend(
-            start_models(
-                sandbox=sandbox,
-                preset=preset,
-                device=dev,
-                seed=int(seed),
-                bos_id=data.bos_id,
-                train_file=train_path,
-                run_dir=run_dir,
-                inprocess=inproc_spec,
-                compile_seed=metrics["train_sha256"],
+    start_failure: list[str] = []
+
+    def start_scoring() -> None:
+        if models or start_failure:
+            return
+        try:
+            models.extend(
+                start_models(
+                    sandbox=sandbox,
+                    preset=preset,
+                    device=dev,
+                    seed=int(seed),
+                    bos_id=data.bos_id,
+                    train_file=train_path,
+                    run_dir=run_dir,
+                    inprocess=inproc_spec,
+                    compile_seed=metrics["train_sha256"],
+                )
             )
-        )
-    except OSError as e:
-        sp.kill()
-        counter.close()
-        return finish(
-            EXIT_INFRA, status="infra_error", error=f"infra: could not start the scoring's sandboxes: {e}"
-        )
-    if hasattr(counter, "exclude"):  # the /proc counter: the model processes are not the training
-        counter.exclude.update(mp.sp.proc.pid for mp in models)
+        except OSError as e:
+            start_failure.append(f"infra: could not start the scoring's sandboxes: {e}")
+            return
+        if hasattr(counter, "exclude"):  # the /proc counter: the model processes are not the training
+            counter.exclude.update(mp.sp.proc.pid for mp in models)
+
     loaders = Loaders(data, int(seed))  # packed here, while the worker imports torch
     clock = Clock(preset, counter, spawn)
-    tr = Training(sp, chan, clock, preset, loaders, log_path, echo)
+    tr = Training(sp, chan, clock, preset, loaders, log_path, echo, on_clock=start_scoring)
     try:
         tr.loop()
         end = time.monotonic()
@@ -688,6 +699,9 @@ def run(
     # -- 3. scoring ----------------------------------------------------------------------------------
     from harness.scorer import ScoreFailure, score
 
+    start_scoring()  # already running unless the clock never started
+    if start_failure:
+        return finish(EXIT_INFRA, status="infra_error", error=start_failure[0])
     try:
         res = score(models, data=data, preset=preset, device=dev, weights=model_path)
     except ScoreFailure as e:
