@@ -9,7 +9,9 @@ summed here.
 
 as in karpathy's `evaluate_bpb` (targets whose token has 0 bytes, BOS, are left out of both sums).
 The rows are the same BOS-aligned packed rows as always (harness/dataloader.py, EVAL_SEED, the
-preset's eval_tokens), so val_bpb means what it meant.
+preset's eval_tokens), so val_bpb means what it meant. The log-softmax runs in numpy on the CPU (the
+supervisor of a CPU run never imports torch) and in torch on the device on CUDA; a test holds the two
+to the same sums (tests/test_harness_unit.py).
 
 Every row r is also a causality probe. With a secret random draw (os.urandom) the scorer picks a
 cut p_r uniform in [1, T-1] and builds a twin: the row's first p_r tokens followed by real
