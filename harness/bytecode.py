@@ -53,8 +53,12 @@ def _dist_version(name: str) -> str:
         return "-"
 
 
+def device_kind(device: str) -> str:
+    return "cuda" if str(device).startswith("cuda") else "cpu"
+
+
 def stamp_path(prefix: str, device: str, modules=MODULES) -> str:
-    kind = "cuda" if str(device).startswith("cuda") else "cpu"
+    kind = device_kind(device)
     key = "|".join(
         [str(VERSION), sys.version, sys.executable, _dist_version("torch"), _dist_version("triton"), kind]
         + list(modules)
@@ -69,6 +73,10 @@ def ensure_warm(prefix: str | None, device: str, log=print, modules=MODULES) -> 
     warming would not reach them). Concurrent callers wait on a lock, so only one of them compiles."""
     if not prefix:
         return None
+    if not os.path.exists("/dev/nvidiactl"):
+        # The CUDA warm-up compiles torch's compiler packages: pointless where no GPU can run the
+        # sandbox (the worker then reports CUDA missing as an infra error).
+        device = "cpu"
     stamp = stamp_path(prefix, device, modules)
     if os.path.exists(stamp):
         return None
@@ -79,7 +87,7 @@ def ensure_warm(prefix: str | None, device: str, log=print, modules=MODULES) -> 
         fcntl.flock(lock, fcntl.LOCK_EX)
         if os.path.exists(stamp):  # another run warmed it while this one waited
             return None
-        kind = "cuda" if str(device).startswith("cuda") else "cpu"
+        kind = device_kind(device)
         log(f"[harness] compiling the bytecode sandboxed processes import (once per install, {kind})")
         t0 = time.monotonic()
         env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}

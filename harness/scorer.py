@@ -458,6 +458,8 @@ def score(procs: list[ModelProc], *, data, preset, device: str, weights: Path, l
         send_next(mp)
     t_forward = time.monotonic()
     t_first, tally_s = None, 0.0
+    if device_type == "cuda":
+        import torch  # once, not per batch; a CPU run's supervisor never imports it
     while any(mp.inflight for mp in procs):
         check_deadline()
         for mp, msg in recv_any(POLL_S):
@@ -468,8 +470,6 @@ def score(procs: list[ModelProc], *, data, preset, device: str, weights: Path, l
             t_first = t_first or t_got
             logits = mp.view[: len(batch)]
             if device_type == "cuda":
-                import torch
-
                 if mp.kind == "host":
                     logits = logits.to(device, non_blocking=True)
                 lp = torch.log_softmax(logits, dim=-1)

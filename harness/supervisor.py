@@ -495,10 +495,7 @@ def run(
     from harness.channel import Channel
     from harness.sandbox import trusted_pycache
 
-    # The CUDA warm-up compiles torch's compiler packages: pointless where no GPU can run the sandbox
-    # (the worker then reports CUDA missing as an infra error).
-    warm_kind = dev if os.path.exists("/dev/nvidiactl") else "cpu"
-    warmed = ensure_warm(trusted_pycache(), warm_kind, log=lambda s: print(s, flush=True) if echo else None)
+    warmed = ensure_warm(trusted_pycache(), dev, log=lambda s: print(s, flush=True) if echo else None)
     if warmed is not None:
         metrics["bytecode_warm_seconds"] = round(warmed, 3)
 
