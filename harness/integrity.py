@@ -13,7 +13,9 @@ to show the operating-system layer holds by itself. The layers:
   from) outside the evaluator's own short read window, writing into the harness or the data cache,
   handing a protected path to a subprocess, patching torch.Tensor, adding another audit hook, or
   walking the garbage collector into a violation: the caller gets PermissionError and the run is
-  marked invalid whether or not the candidate catches the exception.
+  marked invalid whether or not the candidate catches the exception. In the worker the run ends at
+  the first violation (`on_violation`): its verdict is settled, so the model processes never start
+  and a GPU does not train on for nothing.
 
 Code that runs in the same process can, with enough effort, undo any of this; that is why it is the
 second line, not the first.
@@ -27,7 +29,7 @@ import hashlib
 import os
 import stat
 import sys
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 
 HARNESS_DIR = Path(__file__).resolve().parent
@@ -420,6 +422,9 @@ class AuditGuard:
         self.foreign_hooks: list[str] = []  # where libraries added audit hooks (allowed; for the record)
         self.needles = sorted({p.rstrip(os.sep) for p in [*self.protected_files, *self.protected_dirs]})
         self.violations: list[str] = []
+        # Called with each violation before PermissionError is raised: the worker ends the run there
+        # (see harness/worker.py), so nothing the candidate does next can matter or cost anything.
+        self.on_violation: Callable[[str], None] | None = None
         self._state = {"val_open": False, "busy": False}
         self._installed = False
         import torch
@@ -464,6 +469,8 @@ class AuditGuard:
     def violation(self, msg: str) -> None:
         if msg not in self.violations:
             self.violations.append(msg)
+        if self.on_violation is not None:
+            self.on_violation(msg)
         raise PermissionError(f"autoresearch harness: {msg}")
 
     def _hook(self, event: str, args: tuple) -> None:
@@ -523,6 +530,8 @@ class AuditGuard:
             caller = self._caller_file()
             if self._installed and caller in self.candidate_files:
                 self.violations.append("tried to add an audit hook")
+                if self.on_violation is not None:
+                    self.on_violation("tried to add an audit hook")
                 raise RuntimeError("autoresearch harness: audit hooks are reserved for the harness")
             if self._installed:
                 self.foreign_hooks.append(caller or "?")

@@ -34,9 +34,11 @@ def main() -> int:
     from harness.worker import (
         entry_points,
         exc_tail,
+        hold_gc,
         install_guard,
         load_train,
         open_channel,
+        release_gc,
         say,
         setup_torch,
     )
@@ -50,6 +52,7 @@ def main() -> int:
         os._exit(0)
 
     device = spec["device"]
+    hold_gc()
     torch = setup_torch(spec["threads"], device, int(spec["seed"]), dynamo=device.startswith("cuda"))
     import numpy as np
 
@@ -59,6 +62,7 @@ def main() -> int:
     preset = get_preset(spec["preset"])
     V, T = preset.vocab_size, preset.seq_len
     cuda = device.startswith("cuda")
+    release_gc()
     guard = install_guard(spec, spec["train_file"])
     try:
         mod = load_train(spec["train_file"])

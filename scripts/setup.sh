@@ -60,7 +60,9 @@ if [ "$use_uv" = 1 ]; then
   [ -n "${PIP_INDEX_URL:-}" ] && export UV_DEFAULT_INDEX="${UV_DEFAULT_INDEX:-$PIP_INDEX_URL}"
   install() { uv pip install -q --python "$VPY" "$@"; }
 else
-  install() { "$VPY" -m pip install -q "$@"; }
+  # --no-compile: pip would byte-compile every module of every package (torch alone has thousands)
+  # at install time; Python compiles the ones actually imported on first use, as uv's installs do.
+  install() { "$VPY" -m pip install -q --no-compile "$@"; }
 fi
 
 # 2. torch: the CPU build unless this machine has an NVIDIA GPU (or TORCH_SPEC says otherwise).

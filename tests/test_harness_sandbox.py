@@ -7,6 +7,12 @@ accounts: what the candidate's own attempt printed into the log (ENOENT, never S
 unchanged, processes that no longer exist, CPU seconds on the harness's clock; never by comparing a
 val_bpb with a timed honest run (fixed-step runs are bit-reproducible, and only those are compared).
 The tiny preset's clock is CPU time, so these runs do not depend on how busy the machine is.
+
+With the in-process checks off, the attempts that only try to reach a file, a secret or a process's
+environment (and report what they got) share one run: `attempts_off` runs each of those train.py
+files in a namespace of its own inside one candidate (every attack, then one honest training), with
+each file's output tagged by its name; each test then reads its own file's lines. With the checks on,
+each file still runs alone: there the first violation ends the run.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ import secrets
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -70,6 +77,130 @@ def adversary(name: str, tmp: Path, **subs) -> Path:
     return path
 
 
+# -- one run for every attempt, with the in-process checks off ------------------------------------------
+
+# Each red-team file below and the function that makes its attempt. readval.py is the one whose train()
+# runs (its own attempt, then honest training): the others' attacks run first.
+ATTEMPTS = {
+    "val_subprocess.py": "steal",
+    "val_dirfd.py": "steal",
+    "val_dupfd.py": "steal",
+    "val_fromfile.py": "steal",
+    "rewrite_trainbin.py": "rewrite",
+    "steal_secrets.py": "steal",
+    "write_home.py": "write",
+    "pyc_plant.py": "plant",
+}
+TRAINS = "readval.py"
+# Each file runs in a namespace of its own (its module-level code too, so readval.py's attempt at
+# import is made), with print() tagging every line with the file's name.
+ATTEMPTS_TEMPLATE = '''"""Made by tests/test_harness_sandbox.py (attempts_off): red-team files in one run."""
+import builtins
+
+SOURCES = __SOURCES__
+ATTACKS = __ATTACKS__
+
+
+def _load(name, source):
+    def tagged(*args, **kwargs):
+        builtins.print(f"<{name}>", *args, **kwargs)
+
+    ns = {"__name__": "redteam_" + name[:-3], "print": tagged}
+    exec(compile(source, name, "exec"), ns)
+    return ns
+
+
+MODULES = {name: _load(name, source) for name, source in SOURCES.items()}
+build_model = MODULES[__TRAINS__]["build_model"]
+
+
+def train(ctx):
+    for name, attack in ATTACKS.items():
+        MODULES[name][attack]()
+    return MODULES[__TRAINS__]["train"](ctx)
+'''
+
+
+@dataclass
+class Shared:
+    """The one run of `attempts_off` and what the tests compare: files before and after it."""
+
+    p: subprocess.CompletedProcess
+    m: dict
+    log: str
+    home: Path
+    repo: Path
+    marker: str
+    tokens: dict[str, str]
+    cache_before: dict[Path, str]
+    cache_after: dict[Path, str]
+    harness_before: dict[Path, int]
+    harness_after: dict[Path, int]
+
+    def lines(self, name: str) -> str:
+        """What one red-team file printed (its tagged lines, tags removed)."""
+        tag = f"<{name}> "
+        lines = self.log.splitlines(keepends=True)
+        return "".join(line[len(tag) :] for line in lines if line.startswith(tag))
+
+
+def secret_world(tmp: Path) -> tuple[Path, Path, dict[str, str], dict[str, str], str]:
+    """A caller's home and a self-hosted runner full of credentials, secrets in the environment and
+    in an ancestor's: (home, runner, tokens, env, wrap)."""
+    home, runner = tmp / "home", tmp / "actions-runner"
+    token = {
+        k: f"SECRET{k}{secrets.token_hex(8)}"
+        for k in ("GIT", "MODAL", "GH", "RUNNER", "ENV1", "ENV2", "ENV3")
+    }
+    (home / ".config" / "gh").mkdir(parents=True)
+    runner.mkdir()
+    (home / ".git-credentials").write_text(f"https://x:{token['GIT']}@github.com\n")
+    (home / ".modal.toml").write_text(f'[default]\ntoken_id = "{token["MODAL"]}"\n')
+    (home / ".config" / "gh" / "hosts.yml").write_text(f"github.com:\n  oauth_token: {token['GH']}\n")
+    for name in (".credentials", ".runner", ".credentials_rsaparams"):
+        (runner / name).write_text(f'{{"token": "{token["RUNNER"]}"}}\n')
+    env = {"HOME": str(home), "GITHUB_TOKEN": token["ENV1"], "MODAL_TOKEN_SECRET": token["ENV2"]}
+    return home, runner, token, env, f"ANCESTOR_SECRET={token['ENV3']} "
+
+
+def harness_mtimes() -> dict[Path, int]:
+    return {q: q.stat().st_mtime_ns for q in (REPO / "harness").rglob("*")}
+
+
+@pytest.fixture(scope="module")
+def attempts_off(prepared_tiny, cache_dir, tmp_path_factory) -> Shared:
+    tmp = tmp_path_factory.mktemp("attempts_off")
+    home, runner, token, env, wrap = secret_world(tmp)
+    (home / ".bashrc").write_text("# mine\n")
+    repo = tmp / "checkout"
+    (repo / ".git" / "hooks").mkdir(parents=True)
+    marker = f"planted{secrets.token_hex(6)}"
+    subs = {"CACHE": cache_dir, "HOME": home, "RUNNER": runner, "REPO": repo, "HARNESS": REPO / "harness",
+            "MARKER": marker}  # fmt: skip
+    sources = {}
+    for name in [*ATTEMPTS, TRAINS]:
+        src = (REDTEAM / name).read_text()
+        for k, v in subs.items():
+            src = src.replace(f"__{k}__", str(v))
+        sources[name] = src
+    train = tmp / "train.py"
+    train.write_text(
+        ATTEMPTS_TEMPLATE.replace("__SOURCES__", repr(sources))
+        .replace("__ATTACKS__", repr(ATTEMPTS))
+        .replace("__TRAINS__", repr(TRAINS))
+    )
+    cache_files = sorted(prepared_tiny.dir.glob("*"))
+    cache_before, harness_before = {f: sha(f) for f in cache_files}, harness_mtimes()
+    p, m, log = run(train, tmp, "inprocess-off", env=env, wrap=wrap)
+    return Shared(p, m, log, home, repo, marker, token, cache_before, {f: sha(f) for f in cache_files},
+                  harness_before, harness_mtimes())  # fmt: skip
+
+
+# The mode of a test whose off run is attempts_off's: its tests share one xdist worker, so the run
+# is made once per session.
+SHARED_MODES = ["inprocess-on", pytest.param("inprocess-off", marks=pytest.mark.xdist_group("attempts_off"))]
+
+
 def alive_with(marker: str) -> list[int]:
     out = []
     for pid in os.listdir("/proc"):
@@ -95,13 +226,19 @@ def assert_result(p, m):
 # -- validation data ------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("mode", SHARED_MODES)
 @pytest.mark.parametrize(
     "name", ["val_subprocess.py", "val_dirfd.py", "val_dupfd.py", "val_fromfile.py", "readval.py"]
 )
 @needs_bwrap
-def test_validation_data_is_out_of_reach(prepared_tiny, cache_dir, tmp_path, name, mode):
-    p, m, log = run(adversary(name, tmp_path, CACHE=cache_dir), tmp_path, mode)
+def test_validation_data_is_out_of_reach(prepared_tiny, cache_dir, tmp_path, name, mode, request):
+    if mode == "inprocess-off":
+        shared = request.getfixturevalue("attempts_off")
+        p, m, log = shared.p, shared.m, shared.log
+        if name != TRAINS:  # readval.py prints nothing: it keeps what it read
+            assert shared.lines(name), f"{name} made no attempt"
+    else:
+        p, m, log = run(adversary(name, tmp_path, CACHE=cache_dir), tmp_path, mode)
     assert_result(p, m)
     assert "STOLE" not in log
     assert m["status"] in ("ok", "invalid"), m["error"]
@@ -183,75 +320,83 @@ def test_nothing_outlives_the_run(prepared_tiny, tmp_path, mode):
 
 
 @needs_bwrap
-@pytest.mark.parametrize("mode", MODES)
-def test_no_bytecode_can_be_planted_in_the_harness(prepared_tiny, tmp_path, mode):
+@pytest.mark.parametrize("mode", SHARED_MODES)
+def test_no_bytecode_can_be_planted_in_the_harness(prepared_tiny, tmp_path, mode, request):
     harness = REPO / "harness"
-    marker = f"planted{secrets.token_hex(6)}"
-    before = {q: q.stat().st_mtime_ns for q in harness.rglob("*")}
-    p, m, log = run(adversary("pyc_plant.py", tmp_path, HARNESS=harness, MARKER=marker), tmp_path, mode)
+    if mode == "inprocess-off":
+        shared = request.getfixturevalue("attempts_off")
+        p, m, log, marker = shared.p, shared.m, shared.lines("pyc_plant.py"), shared.marker
+        before, after = shared.harness_before, shared.harness_after
+        assert log, "pyc_plant.py made no attempt"
+    else:
+        marker = f"planted{secrets.token_hex(6)}"
+        before = harness_mtimes()
+        p, m, log = run(adversary("pyc_plant.py", tmp_path, HARNESS=harness, MARKER=marker), tmp_path, mode)
+        after = harness_mtimes()
     assert_result(p, m)
     assert not list(harness.rglob(f"{marker}*"))
-    assert {q: q.stat().st_mtime_ns for q in before if q.exists()} == before
+    assert {q: t for q, t in after.items() if q in before} == before
     assert "PLANTED" not in log
     assert m["pycache_prefix"] and not m["pycache_prefix"].startswith(str(harness))
 
 
 @needs_bwrap
-@pytest.mark.parametrize("mode", MODES)
-def test_the_data_cache_cannot_be_rewritten(prepared_tiny, cache_dir, tmp_path, mode):
+@pytest.mark.parametrize("mode", SHARED_MODES)
+def test_the_data_cache_cannot_be_rewritten(prepared_tiny, cache_dir, tmp_path, mode, request):
     files = sorted(prepared_tiny.dir.glob("*"))
-    before = {f: sha(f) for f in files}
-    p, m, log = run(adversary("rewrite_trainbin.py", tmp_path, CACHE=cache_dir), tmp_path, mode)
+    if mode == "inprocess-off":
+        shared = request.getfixturevalue("attempts_off")
+        p, m, log = shared.p, shared.m, shared.lines("rewrite_trainbin.py")
+        before, after = shared.cache_before, shared.cache_after
+        assert log, "rewrite_trainbin.py made no attempt"
+    else:
+        before = {f: sha(f) for f in files}
+        p, m, log = run(adversary("rewrite_trainbin.py", tmp_path, CACHE=cache_dir), tmp_path, mode)
+        after = {f: sha(f) for f in files}
     assert_result(p, m)
     assert "REWROTE" not in log
-    assert {f: sha(f) for f in files} == before
+    assert after == before == {f: sha(f) for f in files}
 
 
 @needs_bwrap
-@pytest.mark.parametrize("mode", MODES)
-def test_no_secret_is_reachable(prepared_tiny, tmp_path, mode):
-    home, runner = tmp_path / "home", tmp_path / "actions-runner"
-    token = {
-        k: f"SECRET{k}{secrets.token_hex(8)}"
-        for k in ("GIT", "MODAL", "GH", "RUNNER", "ENV1", "ENV2", "ENV3")
-    }
-    (home / ".config" / "gh").mkdir(parents=True)
-    runner.mkdir()
-    (home / ".git-credentials").write_text(f"https://x:{token['GIT']}@github.com\n")
-    (home / ".modal.toml").write_text(f'[default]\ntoken_id = "{token["MODAL"]}"\n')
-    (home / ".config" / "gh" / "hosts.yml").write_text(f"github.com:\n  oauth_token: {token['GH']}\n")
-    for name in (".credentials", ".runner", ".credentials_rsaparams"):
-        (runner / name).write_text(f'{{"token": "{token["RUNNER"]}"}}\n')
-    env = {"HOME": str(home), "GITHUB_TOKEN": token["ENV1"], "MODAL_TOKEN_SECRET": token["ENV2"]}
-    p, m, log = run(
-        adversary("steal_secrets.py", tmp_path, HOME=home, RUNNER=runner),
-        tmp_path,
-        mode,
-        env=env,
-        wrap=f"ANCESTOR_SECRET={token['ENV3']} ",
-    )
+@pytest.mark.parametrize("mode", SHARED_MODES)
+def test_no_secret_is_reachable(prepared_tiny, tmp_path, mode, request):
+    if mode == "inprocess-off":
+        shared = request.getfixturevalue("attempts_off")
+        p, m, log, token = shared.p, shared.m, shared.log, shared.tokens
+        looked = shared.lines("steal_secrets.py")
+    else:
+        home, runner, token, env, wrap = secret_world(tmp_path)
+        train = adversary("steal_secrets.py", tmp_path, HOME=home, RUNNER=runner)
+        p, m, log = run(train, tmp_path, mode, env=env, wrap=wrap)
+        looked = log
     assert_result(p, m)
     assert m["status"] == "ok", m["error"]
-    assert "ENVIRON" in log or "NOPE" in log  # it did look
+    assert "ENVIRON" in looked or "NOPE" in looked  # it did look
     blob = log + json.dumps(m) + p.stdout + p.stderr
     for t in token.values():
         assert t not in blob
 
 
 @needs_bwrap
-@pytest.mark.parametrize("mode", MODES)
-def test_home_and_git_hooks_are_out_of_reach(prepared_tiny, tmp_path, mode):
-    home, repo = tmp_path / "home", tmp_path / "checkout"
-    (repo / ".git" / "hooks").mkdir(parents=True)
-    home.mkdir()
-    (home / ".bashrc").write_text("# mine\n")
-    marker = f"HOOKED{secrets.token_hex(6)}"
-    p, m, log = run(
-        adversary("write_home.py", tmp_path, HOME=home, REPO=repo, MARKER=marker),
-        tmp_path,
-        mode,
-        env={"HOME": str(home)},
-    )
+@pytest.mark.parametrize("mode", SHARED_MODES)
+def test_home_and_git_hooks_are_out_of_reach(prepared_tiny, tmp_path, mode, request):
+    if mode == "inprocess-off":
+        shared = request.getfixturevalue("attempts_off")
+        p, m, log, home, repo = shared.p, shared.m, shared.lines("write_home.py"), shared.home, shared.repo
+        assert log, "write_home.py made no attempt"
+    else:
+        home, repo = tmp_path / "home", tmp_path / "checkout"
+        (repo / ".git" / "hooks").mkdir(parents=True)
+        home.mkdir()
+        (home / ".bashrc").write_text("# mine\n")
+        marker = f"HOOKED{secrets.token_hex(6)}"
+        p, m, log = run(
+            adversary("write_home.py", tmp_path, HOME=home, REPO=repo, MARKER=marker),
+            tmp_path,
+            mode,
+            env={"HOME": str(home)},
+        )
     assert_result(p, m)
     assert (home / ".bashrc").read_text() == "# mine\n"
     assert not (repo / ".git" / "hooks" / "pre-commit").exists()

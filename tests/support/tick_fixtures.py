@@ -28,18 +28,21 @@ CI_PREFIXES = ("GITHUB_", "ANTHROPIC_", "MODAL_")
 # skewed by a fixed bonus on the logit of token 0. Its val_bpb is the same on every seed and does not
 # depend on how many steps a busy machine manages, so the baseline's spread is nil; removing the
 # bonus is a win of ~0.5 val_bpb even with no training at all, and a different tiny scale changes
-# nothing.
-WEAK = {"LR_SCALE": "1e-6", "LOGIT_PENALTY": "10.0"}
+# nothing. For the same reason it stops after one optimizer step (STOP_AFTER_STEPS): more steps would
+# change no verdict, only cost each run the rest of its budget.
+WEAK = {"LR_SCALE": "1e-6", "LOGIT_PENALTY": "10.0", "STOP_AFTER_STEPS": "1"}
 FIXED = {"LR_SCALE": "1.0", "LOGIT_PENALTY": "0.0"}
 _ANCHOR = "FINAL_LR_FRAC = 0.0\n"
 _LRM = "        lrm = lr_multiplier(progress)\n"
 _CAP = "        logits = LOGIT_SOFTCAP * torch.tanh(logits / LOGIT_SOFTCAP)\n"
 _BONUS = "        logits = torch.cat([logits[..., :1] + LOGIT_PENALTY, logits[..., 1:]], dim=-1)\n"
+_STEP = "        step += 1\n"
+_STOP = "        if step == STOP_AFTER_STEPS:\n            break\n"
 
 
 def weak_train_py(train_py: str) -> str:
     """The template's train.py with the WEAK knobs added (see above)."""
-    for anchor in (_ANCHOR, _LRM, _CAP):
+    for anchor in (_ANCHOR, _LRM, _CAP, _STEP):
         if train_py.count(anchor) != 1:
             raise AssertionError(
                 f"train.py changed shape ({anchor.strip()!r}): update tests/support/tick_fixtures.py"
@@ -47,6 +50,7 @@ def weak_train_py(train_py: str) -> str:
     knobs = "".join(f"{k} = {v}  # test knob\n" for k, v in WEAK.items())
     out = train_py.replace(_ANCHOR, _ANCHOR + knobs)
     out = out.replace(_LRM, _LRM.rstrip("\n") + " * LR_SCALE\n")
+    out = out.replace(_STEP, _STEP + _STOP)
     return out.replace(_CAP, _CAP + _BONUS)
 
 
