@@ -97,6 +97,9 @@ def ensure_warm(prefix: str | None, device: str, log=print, modules=MODULES) -> 
         log(f"[harness] compiling the bytecode sandboxed processes import (once per install, {kind})")
         t0 = time.monotonic()
         env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+        # By the environment too, not only -X: on Python 3.12 compileall's worker processes come from
+        # a forkserver, which does not pass -X pycache_prefix on (on the H200 machine a warm-up with
+        # -X alone left 155 of torch._inductor's modules without bytecode in the prefix).
         env["PYTHONPYCACHEPREFIX"] = prefix
         try:
             p = subprocess.run(
