@@ -40,6 +40,7 @@ import os
 import random
 import select
 import shutil
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -233,6 +234,32 @@ def make_buffer(B: int, T: int, V: int, device: str, transport: str | None = Non
     view = torch.from_numpy(np.frombuffer(buf.map, dtype=np.float32).reshape(B, T, V))
     torch.cuda.cudart().cudaHostRegister(view.data_ptr(), view.numel() * 4, 0)
     return "host", buf, view
+
+
+class DeviceWarmup(threading.Thread):
+    """On CUDA, `import torch` and this process's CUDA context, which the scoring needs (its logits
+    buffers, its log-softmax), made in a thread that the supervisor starts with the training sandbox:
+    they are ready long before the training ends. Otherwise the first scoring paid for them, about
+    1.6 s of every evaluation on an H200 (the supervisor imports torch for nothing else: a CPU run
+    scores in numpy and never does). Only the harness's own code runs here, and the supervisor joins
+    it before scoring. The context holds some GPU memory beside the candidate's, the same for every
+    candidate."""
+
+    def __init__(self, device: str):
+        super().__init__(name="scorer-device-warmup", daemon=True)
+        self.device = device
+        self.seconds: float | None = None
+        self.start()
+
+    def run(self) -> None:
+        t0 = time.monotonic()
+        with contextlib.suppress(Exception):  # the scoring's own set-up reports a real failure
+            import torch
+
+            torch.cuda.init()
+            torch.zeros(1, device=self.device)
+            torch.cuda.synchronize()
+            self.seconds = round(time.monotonic() - t0, 3)
 
 
 class ModelProc:

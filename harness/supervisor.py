@@ -528,6 +528,9 @@ def run(
         )
     spawn = time.monotonic()
     child.close()
+    from harness.scorer import DeviceWarmup
+
+    scorer_warmup = DeviceWarmup(dev) if dev.startswith("cuda") else None  # beside the worker's start-up
     chan.send(
         {
             "op": "spec",
@@ -697,6 +700,9 @@ def run(
     from harness.scorer import ScoreFailure, score
 
     start_scoring()  # already running unless the clock never started
+    if scorer_warmup is not None:
+        scorer_warmup.join()
+        metrics["scorer_warmup_seconds"] = scorer_warmup.seconds
     if start_failure:
         return finish(EXIT_INFRA, status="infra_error", error=start_failure[0])
     try:

@@ -22,6 +22,7 @@ from __future__ import annotations
 import gc
 import os
 import sys
+import threading
 import time
 
 from harness.sandbox import drop_privileges
@@ -98,6 +99,41 @@ def setup_torch(threads: int, device: str, seed: int, dynamo: bool = True):
         import torch._dynamo  # noqa: F401
 
     return torch
+
+
+class CudaWarmup(threading.Thread):
+    """CUDA's initialisation, its context and a cuBLAS handle, made in a thread while the main thread
+    imports torch._dynamo: work the candidate's first CUDA operations would otherwise wait for.
+
+    torch.cuda.init() only starts the driver; the context is made by the first allocation and cuBLAS
+    by the first matrix product, both inside train.py's model build. torch's operators release the
+    GIL while they run, and the import is Python, so the two overlap. Safe to run beside the import:
+    torch.cuda's lazy initialisation holds a lock (a CUDA call from the main thread meanwhile waits
+    for it) and imports nothing; the seeds are set before the thread starts (setup_torch), so the
+    initialisation applies the CUDA generator's queued seed as before; the thread is joined before
+    the ready message, so nothing of it runs beside train.py. Its allocation is freed; the peak
+    memory statistics are reset after it."""
+
+    def __init__(self, torch, device: str):
+        super().__init__(name="cuda-warmup", daemon=True)
+        self.torch, self.device = torch, device
+        self.error: str | None = None
+        self.seconds = 0.0
+        self.start()
+
+    def run(self) -> None:
+        t0 = time.monotonic()
+        try:
+            torch = self.torch
+            torch.cuda.init()
+            dev = torch.device(self.device)
+            a = torch.ones((256, 256), device=dev, dtype=torch.bfloat16)  # the context, the allocator
+            b = a @ a  # a cuBLAS handle (back in torch's pool for the main thread when this one ends)
+            torch.cuda.synchronize(dev)
+            del a, b
+        except Exception as e:  # noqa: BLE001 (reported by the main thread as the infra error it is)
+            self.error = f"{type(e).__name__}: {e}"[:2000]
+        self.seconds = time.monotonic() - t0
 
 
 def install_guard(spec: dict, candidate: str):
@@ -202,10 +238,17 @@ def main() -> int:
         os._exit(0)
 
     device = spec["device"]
+    cuda = device.startswith("cuda")
     hold_gc()
-    __import__("torch")  # timed apart from torch._dynamo, which setup_torch imports
+    __import__("torch")  # timed apart from torch._dynamo
     times["torch"] = time.monotonic()
-    torch = setup_torch(spec["threads"], device, int(spec["seed"]))
+    torch = setup_torch(spec["threads"], device, int(spec["seed"]), dynamo=False)
+    if cuda and not torch.cuda.is_available():
+        chan.send({"op": "infra", "error": f"CUDA was requested (device {device!r}) but is not available"})
+        os._exit(3)
+    warm = CudaWarmup(torch, device) if cuda else None  # beside the compiler import: see CudaWarmup
+    import torch._dynamo  # noqa: F401  (setup_torch's reason: no candidate's clock pays for it)
+
     times["compiler"] = time.monotonic()
     import numpy as np
 
@@ -214,15 +257,14 @@ def main() -> int:
     from harness.presets import get_preset
 
     preset = get_preset(spec["preset"])
-    if device.startswith("cuda"):
-        if not torch.cuda.is_available():
-            chan.send(
-                {"op": "infra", "error": f"CUDA was requested (device {device!r}) but is not available"}
-            )
+    if warm is not None:
+        warm.join()
+        if warm.error is not None:
+            chan.send({"op": "infra", "error": f"CUDA could not be initialised on {device!r}: {warm.error}"})
             os._exit(3)
-        torch.cuda.init()
         torch.cuda.reset_peak_memory_stats()
-    gpu = torch.cuda.get_device_name(torch.device(device)) if device.startswith("cuda") else None
+        say(f"CUDA context ready after {warm.seconds:.2f} s, made beside the compiler import")
+    gpu = torch.cuda.get_device_name(torch.device(device)) if cuda else None
     times["device"] = time.monotonic()
     chan.send(
         {
