@@ -293,6 +293,7 @@ class Training:
                 return
 
 
+SCORER_WARMUP_TIMEOUT_S = 120.0  # the supervisor's CUDA context on a GPU run (scorer.DeviceWarmup)
 WORKER_PHASES = (("entry", "sandbox_to_python_s"), ("torch", "torch_import_s"),
                  ("compiler", "compiler_import_s"), ("device", "device_init_s"))  # fmt: skip
 
@@ -701,7 +702,9 @@ def run(
 
     start_scoring()  # already running unless the clock never started
     if scorer_warmup is not None:
-        scorer_warmup.join()
+        # Bounded: the scoring's own set-up then meets the same CUDA failure and reports it (a driver
+        # that hangs there too is ended by the runner's hard timeout).
+        scorer_warmup.join(timeout=SCORER_WARMUP_TIMEOUT_S)
         metrics["scorer_warmup_seconds"] = scorer_warmup.seconds
     if start_failure:
         return finish(EXIT_INFRA, status="infra_error", error=start_failure[0])
