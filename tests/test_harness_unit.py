@@ -281,6 +281,53 @@ def guard(tmp_path):
     return g, tmp_path
 
 
+def test_a_violation_reaches_on_violation_before_the_candidate_can_catch_it(guard):
+    """The worker ends the run in on_violation (harness/worker.py): it must be called with the
+    violation, already recorded, before the PermissionError the candidate could swallow."""
+    g, root = guard
+    seen = []
+    g.on_violation = lambda msg: seen.append((msg, list(g.violations)))
+    with pytest.raises(PermissionError):
+        g._hook("open", (str(root / "harness" / "evaluate.py"), "a", 0))
+    (msg, recorded) = seen[0]
+    assert "for writing" in msg and recorded == [msg]
+    g._hook("open", (str(root / "elsewhere.txt"), "r", 0))  # no violation, no call
+    assert len(seen) == 1
+
+
+def test_the_worker_holds_the_gc_for_its_imports_and_freezes_what_they_made():
+    import gc
+
+    from harness.worker import hold_gc, release_gc
+
+    was = gc.isenabled()
+    frozen = gc.get_freeze_count()
+    try:
+        hold_gc()
+        assert not gc.isenabled()
+        junk = [[object()] for _ in range(1000)]
+        release_gc()
+        assert gc.isenabled() and gc.get_freeze_count() >= frozen + len(junk)
+    finally:
+        gc.unfreeze()
+        gc.enable() if was else gc.disable()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the failure path needs a machine without CUDA")
+def test_cuda_warm_ups_without_cuda_report_instead_of_raising():
+    """The worker's CUDA thread hands its failure to the main thread (an infra error there); the
+    scorer's warm-up swallows it (the scoring's own set-up reports it)."""
+    from harness.scorer import DeviceWarmup
+    from harness.worker import CudaWarmup
+
+    w = CudaWarmup(torch, "cuda:0")
+    w.join(timeout=60)
+    assert not w.is_alive() and w.error and w.seconds >= 0
+    d = DeviceWarmup("cuda:0")
+    d.join(timeout=60)
+    assert not d.is_alive() and d.seconds is None
+
+
 def test_guard_blocks_reading_validation_data_outside_the_window(guard):
     g, root = guard
     with pytest.raises(PermissionError):

@@ -517,7 +517,10 @@ def test_sigterm_to_the_train_command_cancels_its_modal_calls(tmp_path, prepared
         json.loads(x)["call_id"] for x in (tmp_path / "modal" / "cancelled.jsonl").read_text().splitlines()
     ]
     assert spawned and set(spawned) <= set(cancelled)
-    assert [json.loads(x)["call_id"] for x in (repo / "calls.jsonl").read_text().splitlines()] == spawned
+    # The runs are spawned from threads side by side: the journal's order of two spawns need not be
+    # the order in which the stand-in saw them (it was not, once, on a loaded machine).
+    journal = [json.loads(x)["call_id"] for x in (repo / "calls.jsonl").read_text().splitlines()]
+    assert sorted(journal) == sorted(spawned)
 
 
 # -- the app: no network where candidates run, the sandbox installed, a harness probe without GPU ------
