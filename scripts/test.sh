@@ -20,4 +20,5 @@ fi
 python -m ruff check .
 # One pytest worker per core (pytest-xdist); the modules whose fixture trains a loop stay on one
 # worker each (xdist_group). AUTORESEARCH_TEST_WORKERS=0 runs everything in this process.
-python -m pytest -n "${AUTORESEARCH_TEST_WORKERS:-auto}" --dist loadgroup "$@"
+# --durations: the slowest tests at the end of every log, so a slower suite says where its time went.
+python -m pytest -n "${AUTORESEARCH_TEST_WORKERS:-auto}" --dist loadgroup --durations=15 "$@"
