@@ -22,6 +22,31 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
     torch.set_num_threads(1)
 
 
+BROKEN_LOADGROUP = (
+    "pytest {} ignores --dist loadgroup's groups (pytest-xdist#1386){}: every worker would make each "
+    "module fixture that trains a loop again; install pytest<9.2 (constraints.txt pins it)"
+)
+
+
+def pytest_configure(config):
+    """`--dist loadgroup` keeps each module whose fixture trains a loop on one worker (xdist_group),
+    so the fixture is made once. pytest 9.2.0 breaks that without a word (the group suffix xdist
+    gives a test's id no longer takes), costing minutes of CI: refuse to start. (The workers check
+    the ids themselves too, below, for a version this does not know of.)"""
+    version = tuple(int(x) for x in pytest.__version__.split(".")[:2] if x.isdigit())
+    if getattr(config.option, "dist", "no") == "loadgroup" and version >= (9, 2):
+        raise pytest.UsageError(BROKEN_LOADGROUP.format(pytest.__version__, ""))
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(config, items):
+    if not getattr(config.option, "loadgroup", False):  # set on xdist's workers under loadgroup
+        return
+    lost = [i.nodeid for i in items if i.get_closest_marker("xdist_group") and "@" not in i.nodeid]
+    if lost:
+        raise pytest.UsageError(BROKEN_LOADGROUP.format(pytest.__version__, f", e.g. {lost[0]}"))
+
+
 @pytest.fixture(scope="session")
 def cache_dir(tmp_path_factory) -> Path:
     # Under pytest-xdist every worker has its own basetemp below one shared folder: the workers share
