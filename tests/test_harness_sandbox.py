@@ -17,6 +17,7 @@ each file still runs alone: there the first violation ends the run.
 
 from __future__ import annotations
 
+import compileall
 import hashlib
 import json
 import os
@@ -163,7 +164,13 @@ def secret_world(tmp: Path) -> tuple[Path, Path, dict[str, str], dict[str, str],
     return home, runner, token, env, f"ANCESTOR_SECRET={token['ENV3']} "
 
 
-def harness_mtimes() -> dict[Path, int]:
+def harness_mtimes(settle: bool = False) -> dict[Path, int]:
+    """Every harness file's and folder's mtime. settle: first compile whatever bytecode of the
+    harness is missing, as this trusted process may: otherwise another test's process, importing a
+    harness module for the first time in a fresh clone, writes it into harness/__pycache__ during the
+    run and the folder's mtime moves. Never after a run: that could overwrite what was planted."""
+    if settle:
+        compileall.compile_dir(str(REPO / "harness"), quiet=1)
     return {q: q.stat().st_mtime_ns for q in (REPO / "harness").rglob("*")}
 
 
@@ -190,7 +197,7 @@ def attempts_off(prepared_tiny, cache_dir, tmp_path_factory) -> Shared:
         .replace("__TRAINS__", repr(TRAINS))
     )
     cache_files = sorted(prepared_tiny.dir.glob("*"))
-    cache_before, harness_before = {f: sha(f) for f in cache_files}, harness_mtimes()
+    cache_before, harness_before = {f: sha(f) for f in cache_files}, harness_mtimes(settle=True)
     p, m, log = run(train, tmp, "inprocess-off", env=env, wrap=wrap)
     return Shared(p, m, log, home, repo, marker, token, cache_before, {f: sha(f) for f in cache_files},
                   harness_before, harness_mtimes())  # fmt: skip
@@ -330,7 +337,7 @@ def test_no_bytecode_can_be_planted_in_the_harness(prepared_tiny, tmp_path, mode
         assert log, "pyc_plant.py made no attempt"
     else:
         marker = f"planted{secrets.token_hex(6)}"
-        before = harness_mtimes()
+        before = harness_mtimes(settle=True)
         p, m, log = run(adversary("pyc_plant.py", tmp_path, HARNESS=harness, MARKER=marker), tmp_path, mode)
         after = harness_mtimes()
     assert_result(p, m)
