@@ -466,11 +466,14 @@ class AuditGuard:
 
     # -- the hook ---------------------------------------------------------------------------------
 
-    def violation(self, msg: str) -> None:
+    def _record(self, msg: str) -> None:
         if msg not in self.violations:
             self.violations.append(msg)
         if self.on_violation is not None:
             self.on_violation(msg)
+
+    def violation(self, msg: str) -> None:
+        self._record(msg)
         raise PermissionError(f"autoresearch harness: {msg}")
 
     def _hook(self, event: str, args: tuple) -> None:
@@ -529,9 +532,7 @@ class AuditGuard:
             # CUDA); only a call made directly from train.py's code is refused.
             caller = self._caller_file()
             if self._installed and caller in self.candidate_files:
-                self.violations.append("tried to add an audit hook")
-                if self.on_violation is not None:
-                    self.on_violation("tried to add an audit hook")
+                self._record("tried to add an audit hook")
                 raise RuntimeError("autoresearch harness: audit hooks are reserved for the harness")
             if self._installed:
                 self.foreign_hooks.append(caller or "?")
