@@ -107,15 +107,56 @@ import dataclasses, sys
 import harness.presets as presets
 name = sys.argv[sys.argv.index("--preset") + 1]
 presets.PRESETS[name] = dataclasses.replace(presets.PRESETS[name], budget_seconds=float(sys.argv[1]))
+import os
+if os.environ.get("RESCORE_OUT"):
+    exec(RESCORE)
 from harness.__main__ import main
 sys.exit(main(sys.argv[2:]))
 """
 
+# `short --rescore`: after the run's own scoring, the same trained weights are scored again by two
+# fresh model processes with compile_scoring flipped (compiled <-> eager), and both results go to
+# RESCORE_OUT: what compiling the scoring forward changes in val_bpb, with the training held fixed.
+# The second scoring runs inside the run, so that run's own times outside the budget are not its own.
+RESCORE = """
+import dataclasses, json, shutil
+import harness.scorer as sc
+_start, _score, _kw = sc.start_models, sc.score, {}
+def _start_models(**kw):
+    _kw.update(kw)
+    return _start(**kw)
+def _rescore(procs, **kw):
+    first = _score(procs, **kw)
+    sc.stop_models(procs, kw["device"])
+    for n in ("a", "b"):
+        shutil.rmtree(_kw["run_dir"] / f"weights-{n}", ignore_errors=True)
+    flip = dataclasses.replace(kw["preset"], compile_scoring=not kw["preset"].compile_scoring)
+    again = _start(**{**_kw, "preset": flip})
+    try:
+        second = _score(again, **{**kw, "preset": flip})
+    finally:
+        sc.stop_models(again, kw["device"])
+    keys = ("val_bpb", "val_loss", "eval_seconds", "eval_phases", "eval_compiled", "eval_compile_seconds",
+            "probe")
+    both = {"first": {k: first.get(k) for k in keys}, "second": {k: second.get(k) for k in keys}}
+    with open(os.environ["RESCORE_OUT"], "w") as f:
+        json.dump(both, f, indent=1)
+    return first
+sc.start_models, sc.score = _start_models, _rescore
+"""
+
 
 def run_harness(
-    train_file: str, seed: int, out: str, preset: str = "gpu", budget: float | None = None
+    train_file: str,
+    seed: int,
+    out: str,
+    preset: str = "gpu",
+    budget: float | None = None,
+    rescore: bool = False,
 ) -> dict:
     out = Path(out)
+    if rescore:
+        os.environ["RESCORE_OUT"] = str(out.with_suffix(".rescore.json"))
     args = ["run", str(train_file), "--preset", preset, "--out", str(out), "--seed", str(seed)]
     if budget is None:
         cmd = [sys.executable, "-m", "harness", *args]
@@ -125,7 +166,8 @@ def run_harness(
 
         prefix = trusted_pycache_dir()  # made and written as `python -m harness` and the runners do
         os.makedirs(prefix, mode=0o755, exist_ok=True)
-        cmd = [sys.executable, "-X", f"pycache_prefix={prefix}", "-c", SHORT_BUDGET, str(budget), *args]
+        code = SHORT_BUDGET.replace("exec(RESCORE)", f"exec({RESCORE!r})")
+        cmd = [sys.executable, "-X", f"pycache_prefix={prefix}", "-c", code, str(budget), *args]
     t0 = time.monotonic()
     marks: dict[str, float] = {}
     losses: dict[int, float] = {}
@@ -281,6 +323,9 @@ def main(argv=None) -> int:
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--out", required=True)
     s.add_argument("--preset", default="gpu")
+    s.add_argument(
+        "--rescore", action="store_true", help="score the same weights again, compile_scoring flipped"
+    )
     h = sub.add_parser("harness")
     h.add_argument("train")
     h.add_argument("--seed", type=int, default=0)
@@ -299,7 +344,8 @@ def main(argv=None) -> int:
     t.add_argument("files", nargs="+")
     a = p.parse_args(argv)
     if a.cmd in ("short", "harness"):
-        print(summary_line(run_harness(a.train, a.seed, a.out, a.preset, a.budget)), flush=True)
+        rescore = getattr(a, "rescore", False)
+        print(summary_line(run_harness(a.train, a.seed, a.out, a.preset, a.budget, rescore)), flush=True)
     elif a.cmd == "variant":
         ov = dict(o.split("=", 1) for o in a.overrides)
         Path(a.out).write_text(make_variant(Path(a.train).read_text(), ov))

@@ -2,10 +2,12 @@
 
 torch.compile (inductor, triton) writes its kernels under the sandbox's $HOME/.cache. After a run,
 once nothing of the sandbox is alive, the harness keeps that directory in
-cache_root()/compile/<sha256 of train.py>/ and seeds the next run of the *same* train.py with a copy.
-A partition is only ever read by runs of the train.py that wrote it, so one candidate cannot poison
-another's kernels or the baseline's. Only regular files and directories are copied (no symlinks, no
-devices), up to MAX_BYTES; a partition that would grow past it is not kept.
+cache_root()/compile/<sha256 of train.py>/ and seeds the next run of the *same* train.py with a
+copy. What the scoring's model processes compiled (preset.compile_scoring) is added to it (`merge`),
+and they are seeded from it too. A partition is only ever read by runs of the train.py that wrote
+it, so one candidate cannot poison another's kernels or the baseline's. Only regular files and
+directories are copied (no symlinks, no devices), up to MAX_BYTES; a partition that would grow past
+it is not kept.
 """
 
 from __future__ import annotations
@@ -77,6 +79,38 @@ def keep(scratch: Path, train_sha256: str) -> int:
         return _keep(scratch / SUBDIR, partition(train_sha256))
     except OSError:  # a read-only or full cache: the next run starts cold
         return 0
+
+
+def merge(scratch: Path, train_sha256: str) -> int:
+    """After a scoring model process is dead: add to the partition what its compile left in its
+    $HOME/.cache and the partition lacks (bytes added; 0 when nothing, or when the partition would
+    grow past MAX_BYTES). The model processes run the same train.py, so their kernels belong to the
+    same partition; what is already there is never replaced."""
+    try:
+        return _merge(scratch / SUBDIR, partition(train_sha256))
+    except OSError:
+        return 0
+
+
+def _merge(src: Path, part: Path) -> int:
+    if not src.is_dir() or src.is_symlink() or not part.is_dir():
+        return 0
+    have = sum(p.stat().st_size for p in part.rglob("*") if p.is_file() and not p.is_symlink())
+    new = Path(f"{part}.merge-{os.getpid()}")
+    shutil.rmtree(new, ignore_errors=True)
+    n = _copy_tree(src, new, None, limit=MAX_BYTES - have)
+    added = 0
+    if n > 0:
+        for root, _dirs, files in os.walk(new):
+            for name in files:
+                s = Path(root) / name
+                d = part / s.relative_to(new)
+                if not d.exists():
+                    d.parent.mkdir(parents=True, exist_ok=True)
+                    added += s.stat().st_size
+                    os.replace(s, d)
+    shutil.rmtree(new, ignore_errors=True)
+    return added
 
 
 def _keep(src: Path, part: Path) -> int:

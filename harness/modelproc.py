@@ -6,9 +6,12 @@ appear, a private scratch directory and a socket: no training data, no validatio
 They start while the candidate trains (so their start-up is not added to the run), import train.py,
 call `build_model(ctx)`, then wait for the weights, load them strictly, switch to eval() and answer:
 
-    <- spec                                   preset, device, threads, where train.py is
-    -> built        flops_per_token           (informational: counted here, so the candidate could lie)
-    <- load         weights                   the trained weights are in place now
+    <- spec                                   preset, device, threads, where train.py is, rows per
+                                              batch, whether to compile the forward (GPU presets)
+    -> built        flops_per_token, compiled (flops: informational, counted here, so the candidate
+                                              could lie; compiled: the forward compiled, or eager)
+    <- load         weights, compiled         the trained weights are in place now; compiled: use the
+                                              compiled forward (true only when both processes have one)
     -> ready
     <- buffer       + a fd (SCM_RIGHTS): where the logits go, float32 [rows, T, vocab]: a sealed memfd,
                     or GPU memory the scorer exported (harness/cuda_ipc.py)
@@ -22,9 +25,11 @@ The scorer never sees which rows are originals and which are twins, and neither 
 
 from __future__ import annotations
 
+import contextlib
 import mmap
 import os
 import sys
+import time
 
 from harness.sandbox import drop_privileges
 
@@ -83,12 +88,12 @@ def main() -> int:
             f"got {type(model).__module__}.{type(model).__qualname__}",
         )
 
-    def forward(x):
+    def forward(x, m=model):
         with torch.no_grad():
             if cuda:
                 with torch.autocast("cuda", dtype=torch.bfloat16):
-                    return model(x)
-            return model(x)
+                    return m(x)
+            return m(x)
 
     flops = None
     if spec.get("count_flops"):
@@ -101,7 +106,15 @@ def main() -> int:
             flops = 3.0 * float(counter.get_total_flops()) / T
         except Exception as e:  # a model FlopCounterMode cannot follow: no MFU, not a failure
             say(f"FLOP count failed: {type(e).__name__}: {e}")
-    chan.send({"op": "built", "flops_per_token": flops})
+    rows = int(spec.get("rows") or 0)
+    compiled, compile_s = None, None
+    if spec.get("compile") and rows:
+        model.eval()  # first: the train/eval flag is part of what the compiled code assumes
+        backend = str(spec.get("compile_backend") or "inductor")
+        compiled, compile_s = compile_forward(torch, model, forward, rows, T, V, device, backend)
+    chan.send(
+        {"op": "built", "flops_per_token": flops, "compiled": compiled is not None, "compile_s": compile_s}
+    )
 
     msg, _ = chan.recv()
     if msg.get("op") != "load":
@@ -122,6 +135,9 @@ def main() -> int:
         )
     del state
     model.eval()
+    # Compiled only when every model process compiled (the scorer says so): the two compute the rows
+    # and their twins, which must agree, so both run the same code.
+    fwd_model = compiled if compiled is not None and msg.get("compiled") else model
     chan.send({"op": "ready"})
 
     out = None
@@ -154,10 +170,14 @@ def main() -> int:
             break
         b, t = int(msg["b"]), int(msg["t"])
         x = torch.from_numpy(np.frombuffer(payload, dtype=np.int32).reshape(b, t).astype(np.int64)).to(device)
+        if fwd_model is not model and b < rows:  # the compiled shape: pad with copies of the last row
+            x = torch.cat([x, x[-1:].expand(rows - b, t)])
         try:
-            logits = forward(x)
+            logits = forward(x, fwd_model)
         except BaseException as e:  # noqa: BLE001
             return fail("crash", f"crash: the model raised during evaluation\n{exc_tail(e)}")
+        if fwd_model is not model and type(logits) is torch.Tensor and logits.dim() == 3:
+            logits = logits[:b]
         if type(logits) is not torch.Tensor:
             return fail(
                 "invalid",
@@ -185,6 +205,47 @@ def main() -> int:
             return fail("invalid", f"invalid: train.py {guard_msg}")
         chan.send({"op": "logits", "b": b, "t": t})
     os._exit(0)
+
+
+def compile_forward(torch, model, forward, rows: int, T: int, V: int, device: str, backend="inductor"):
+    """(the compiled model, seconds) or (None, seconds): the candidate's forward compiled for the
+    scoring, while the candidate still trains, with the harness's compile cache (seeded from this
+    train.py's partition, kept after the run: harness/compile_cache.py).
+
+    The batch dimension is dynamic, so the warm-up forward needs only 2 rows of activations and
+    logits: it runs beside the candidate's training on the same GPU, whose memory is the
+    candidate's. The scoring pads its last batch to `rows`, so one compiled graph serves it all;
+    after the warm-up a guard that fails runs eager rather than compiling again in the middle of the
+    scoring. Whatever the compile raises, the scoring runs eager (and the other process too)."""
+    from harness.worker import say
+
+    cuda = device.startswith("cuda")
+    t0 = time.monotonic()
+    compiled = None
+    try:
+        import torch._dynamo
+
+        compiled = torch.compile(model, backend=backend)
+        x = torch.randint(0, V, (2, T), device=device)
+        torch._dynamo.mark_dynamic(x, 0, min=2, max=max(rows, 2))
+        out = forward(x, compiled)
+        if type(out) is not torch.Tensor:
+            raise TypeError(f"the compiled forward returned {type(out).__name__}")
+        if cuda:
+            torch.cuda.synchronize()
+        del x, out
+        torch.compiler.set_stance("eager_on_recompile")
+    except BaseException as e:  # noqa: BLE001 (the candidate's code: eager then, as without a compiler)
+        say(f"the scoring forward was not compiled ({type(e).__name__}: {str(e)[:300]}); eager")
+        compiled = None
+        with contextlib.suppress(Exception):
+            torch._dynamo.reset()
+    if cuda:
+        torch.cuda.empty_cache()  # the warm-up's memory back to the GPU the candidate trains on
+    seconds = round(time.monotonic() - t0, 3)
+    if compiled is not None:
+        say(f"scoring forward compiled in {seconds:.1f} s")
+    return compiled, seconds
 
 
 if __name__ == "__main__":

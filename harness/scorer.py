@@ -291,6 +291,13 @@ class ModelProc:
         )
 
 
+# Tests only, read here (the supervisor), never passed into a sandbox: compile the scoring forward on
+# any device with this torch.compile backend ("eager": dynamo without inductor), so that a CPU test
+# runs the compiled scoring's protocol end to end.
+ENV_TEST_SCORING_BACKEND = "AUTORESEARCH_TEST_SCORING_BACKEND"
+# Each model process gets a quarter of the compile workers a training sandbox gets: their compile
+# (preset.compile_scoring) runs beside the candidate's training, which keeps most of the cores.
+MODEL_COMPILE_SHARE = 4
 MODEL_DIR_INSIDE = "/opt/autoresearch/model"  # read-only; the weights appear in it after training
 WEIGHTS_NAME = "weights.safetensors"
 
@@ -314,6 +321,7 @@ def start_models(
     OSError when a sandbox cannot be started (the harness's failure). `stop_models` ends them."""
     bw = sandbox.isolation == "bwrap"
     device_type = "cuda" if device.startswith("cuda") else "cpu"
+    test_backend = os.environ.get(ENV_TEST_SCORING_BACKEND)
     procs: list[ModelProc] = []
     try:
         for i, name in enumerate(("a", "b")):
@@ -330,6 +338,7 @@ def start_models(
                     scratch=scratch,
                     threads=preset.threads,
                     cuda=device_type == "cuda",
+                    compile_share=MODEL_COMPILE_SHARE,
                     ro_files={TRAIN_INSIDE: train_file, MODEL_DIR_INSIDE: wdir},
                     pass_fds=(child.fileno(),),
                     log=logf,
@@ -351,6 +360,10 @@ def start_models(
                     # MFU exists only on a GPU (harness/mfu.py), and counting costs a CPU run about
                     # a CPU-second: FlopCounterMode imports dynamo, which nothing else there needs.
                     "count_flops": bool(count_flops and i == 0 and device.startswith("cuda")),
+                    "rows": preset.eval_batch_size,
+                    "compile": bool(preset.compile_scoring and device.startswith("cuda"))
+                    or bool(test_backend),
+                    "compile_backend": test_backend or "inductor",
                     "train_file": TRAIN_INSIDE if bw else str(train_file),
                     **(inprocess or {}),
                 }
@@ -449,8 +462,9 @@ def score(procs: list[ModelProc], *, data, preset, device: str, weights: Path, l
     for mp, msg in zip(procs, wait_all("built"), strict=True):  # long done: they started with the training
         mp.built = msg
     t_built = time.monotonic()
+    compiled = bool(procs) and all(mp.built.get("compiled") is True for mp in procs)
     for mp in procs:
-        mp.chan.send({"op": "load", "weights": str(mp.weights)})
+        mp.chan.send({"op": "load", "weights": str(mp.weights), "compiled": compiled})
     wait_all("ready")
     t_ready = time.monotonic()
 
@@ -526,6 +540,8 @@ def score(procs: list[ModelProc], *, data, preset, device: str, weights: Path, l
         "eval_startup_seconds": round(t_ready - t_started, 3),  # waiting for the build, then the load
         "eval_build_wait_seconds": round(t_built - t_started, 3),
         "eval_transport": transport,
+        "eval_compiled": compiled,
+        "eval_compile_seconds": [mp.built.get("compile_s") for mp in procs],
         # where the scoring's time went (s): to the first logits (the model processes' first forward),
         # in the scorer's own reading of the logits, and the rest of the loop (waiting for forwards)
         "eval_phases": {

@@ -37,6 +37,7 @@ import stat
 import struct
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -404,8 +405,11 @@ def run(
     run_dir: Path | None = None
     models: list = []  # the scoring's model processes, started with the training (scorer.py)
     model_device = "cpu"
+    background: list[Background] = []  # bookkeeping beside the scoring, done before the result
 
     def finish(code: int, **fields) -> int:
+        for job in background:
+            job.join()
         if models:
             from harness.scorer import stop_models
 
@@ -694,8 +698,8 @@ def run(
         )
     model_path = run_dir / "weights.safetensors"
     shutil.copyfile(weights, model_path)  # our copy: nothing of the sandbox is alive to change it now
-    metrics["compile_cache_kept_bytes"] = compile_cache.keep(scratch, metrics["train_sha256"])
-    shutil.rmtree(scratch, ignore_errors=True)
+    # Kept while the scoring runs (nothing of the training sandbox is alive to change it now).
+    background.append(Background(lambda: keep_compile_cache(scratch, metrics)))
 
     # -- 3. scoring ----------------------------------------------------------------------------------
     from harness.scorer import ScoreFailure, score
@@ -723,6 +727,12 @@ def run(
             error=f"infra: the scorer failed: {type(e).__name__}: {e}\n{traceback.format_exc()[-3000:]}",
         )
     metrics["leftover_processes_killed"] += kill_descendants()
+    if any(res.get("eval_compile_seconds") or ()):  # the model processes compiled (a GPU preset)
+        for job in background:  # the training's kernels first: merge only adds what is missing
+            job.join()
+        metrics["compile_cache_merged_bytes"] = compile_cache.merge(
+            run_dir / f"model-{models[0].name}", metrics["train_sha256"]
+        )
     for k in (
         "val_bpb",
         "val_loss",
@@ -733,6 +743,8 @@ def run(
         "eval_startup_seconds",
         "eval_build_wait_seconds",
         "eval_transport",
+        "eval_compiled",
+        "eval_compile_seconds",
         "eval_phases",
         "flops_per_token",
         "probe",
@@ -750,6 +762,27 @@ def run(
     except CacheError as e:
         return finish(EXIT_RESULT, status="invalid", error=f"invalid: the data changed during the run: {e}")
     return finish(EXIT_RESULT, status="ok", error=None)
+
+
+class Background(threading.Thread):
+    """A step of the supervisor's own bookkeeping that runs beside the scoring (finish() waits for
+    it): its errors are its own to handle."""
+
+    def __init__(self, fn):
+        super().__init__(name="supervisor-background", daemon=True)
+        self.fn = fn
+        self.start()
+
+    def run(self) -> None:
+        self.fn()
+
+
+def keep_compile_cache(scratch: Path, metrics: dict) -> None:
+    """The training sandbox's compile cache into this train.py's partition, then its scratch away."""
+    from harness import compile_cache
+
+    metrics["compile_cache_kept_bytes"] = compile_cache.keep(scratch, metrics["train_sha256"])
+    shutil.rmtree(scratch, ignore_errors=True)
 
 
 def _cpu_name() -> str:

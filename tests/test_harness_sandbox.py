@@ -34,6 +34,7 @@ import pytest
 from harness.presets import get_preset, overrun_tolerance
 from harness.protocol import METRIC_KEYS
 from harness.sandbox import ENV_FORCE_NONE, ENV_INPROCESS_OFF, probe
+from harness.scorer import ENV_TEST_SCORING_BACKEND
 
 REPO = Path(__file__).resolve().parents[1]
 REDTEAM = REPO / "tests" / "redteam"
@@ -463,6 +464,21 @@ def test_monkeypatching_torch_in_the_worker_changes_nothing(honest_one_step, tmp
         p, m, _ = run(f, d, mode)
         assert_result(p, m)
         assert (m["status"], m["val_bpb"]) == honest_one_step
+
+
+@needs_bwrap
+@pytest.mark.xdist_group("monkeypatch")  # beside the reference run
+def test_a_compiled_scoring_forward_scores_the_same(honest_one_step, tmp_path):
+    """The scoring's model processes compile the candidate's forward while it trains (a GPU preset's
+    compile_scoring; here dynamo with its eager backend, which a test may ask for on the CPU): both
+    report it, the scorer has them use it, the last batch is padded to the compiled shape, and the
+    number is honest.py's at the same step, to the bit (the eager backend runs the same kernels)."""
+    f = tmp_path / "train.py"
+    f.write_text((REDTEAM / "honest.py").read_text().replace("MAX_STEPS = 0 ", "MAX_STEPS = 1 "))
+    p, m, _ = run(f, tmp_path, env={ENV_TEST_SCORING_BACKEND: "eager"})
+    assert_result(p, m)
+    assert m["eval_compiled"] is True and all(s > 0 for s in m["eval_compile_seconds"]), m
+    assert (m["status"], m["val_bpb"]) == honest_one_step
 
 
 # -- the clock ----------------------------------------------------------------------------------------

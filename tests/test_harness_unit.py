@@ -457,6 +457,82 @@ def test_compile_cache_is_partitioned_by_train_sha_and_copies_no_links(tmp_path,
     assert (fresh / ".cache" / "inductor" / "kernel.py").read_text() == "k"
 
 
+def test_merge_adds_what_a_model_process_compiled_and_replaces_nothing(tmp_path, monkeypatch):
+    from harness import compile_cache
+
+    monkeypatch.setenv("AUTORESEARCH_CACHE", str(tmp_path / "cache"))
+    train = tmp_path / "train"
+    (train / ".cache" / "inductor").mkdir(parents=True)
+    (train / ".cache" / "inductor" / "train.py").write_text("training kernel")
+    assert compile_cache.keep(train, "a" * 64) > 0
+    model = tmp_path / "model-a"
+    (model / ".cache" / "inductor" / "fx").mkdir(parents=True)
+    (model / ".cache" / "inductor" / "train.py").write_text("a different copy")
+    (model / ".cache" / "inductor" / "fx" / "eval.py").write_text("scoring kernel")
+    (model / ".cache" / "link").symlink_to("/etc/passwd")
+    assert compile_cache.merge(model, "a" * 64) == len("scoring kernel")
+    part = compile_cache.partition("a" * 64)
+    assert (part / "inductor" / "fx" / "eval.py").read_text() == "scoring kernel"
+    assert (part / "inductor" / "train.py").read_text() == "training kernel"
+    assert not (part / "link").exists() and not list(tmp_path.glob("cache/**/*.merge-*"))
+    assert compile_cache.merge(model, "b" * 64) == 0  # no partition of that train.py: nothing to add to
+    monkeypatch.setattr(compile_cache, "MAX_BYTES", 1)  # a partition that would outgrow the limit
+    (model / ".cache" / "inductor" / "fx" / "more.py").write_text("more")
+    assert compile_cache.merge(model, "a" * 64) == 0 and not (part / "inductor" / "fx" / "more.py").exists()
+
+
+class _Tiny(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.emb = nn.Embedding(32, 8)
+
+    def forward(self, x):
+        return self.emb(x).cumsum(1) @ self.emb.weight.T
+
+
+def _scoring_forward(x, m):
+    with torch.no_grad():
+        return m(x)
+
+
+def test_the_compiled_scoring_forward_is_one_graph_for_every_batch_and_pads_like_eager(capsys):
+    from harness.modelproc import compile_forward
+
+    torch._dynamo.reset()
+    model = _Tiny().eval()
+    try:
+        compiled, seconds = compile_forward(torch, model, _scoring_forward, 8, 5, 32, "cpu", backend="eager")
+        assert compiled is not None and seconds > 0
+        assert "scoring forward compiled" in capsys.readouterr().out
+        x = torch.randint(0, 32, (3, 5))
+        padded = torch.cat([x, x[-1:].expand(5, 5)])  # as the model process pads a last batch of 3
+        assert torch.equal(_scoring_forward(padded, compiled)[:3], _scoring_forward(x, model))
+        from torch._dynamo.utils import counters
+
+        assert counters["stats"]["unique_graphs"] == 1  # the 2-row warm-up's graph served 8 rows
+    finally:
+        torch.compiler.set_stance("default")
+        torch._dynamo.reset()
+
+
+def test_a_forward_that_cannot_be_compiled_is_scored_eager(capsys):
+    from harness.modelproc import compile_forward
+
+    def broken_backend(gm, example_inputs):
+        raise RuntimeError("this compiler cannot compile that")
+
+    torch._dynamo.reset()
+    try:
+        compiled, _ = compile_forward(
+            torch, _Tiny().eval(), _scoring_forward, 8, 5, 32, "cpu", broken_backend
+        )
+        assert compiled is None
+        assert "not compiled (BackendCompilerFailed" in capsys.readouterr().out
+    finally:
+        torch.compiler.set_stance("default")
+        torch._dynamo.reset()
+
+
 def test_the_log_is_never_the_file_stdout_goes_to(tmp_path):
     """`python -m harness run ... --out m.json > m.log`: m.log is where the echo of the log goes, so
     the log itself moves to m.run.log (else the echo reads back its own lines, without end)."""
