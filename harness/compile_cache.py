@@ -93,24 +93,35 @@ def merge(scratch: Path, train_sha256: str) -> int:
 
 
 def _merge(src: Path, part: Path) -> int:
+    # Only what the partition lacks is read: a warm run's model process holds the whole seeded copy
+    # (tens of MB in thousands of small files), and copying that to find nothing new took longer
+    # than the scoring it follows.
     if not src.is_dir() or src.is_symlink() or not part.is_dir():
         return 0
-    have = sum(p.stat().st_size for p in part.rglob("*") if p.is_file() and not p.is_symlink())
-    new = Path(f"{part}.merge-{os.getpid()}")
-    shutil.rmtree(new, ignore_errors=True)
-    n = _copy_tree(src, new, None, limit=MAX_BYTES - have)
-    added = 0
-    if n > 0:
-        for root, _dirs, files in os.walk(new):
-            for name in files:
-                s = Path(root) / name
-                d = part / s.relative_to(new)
-                if not d.exists():
-                    d.parent.mkdir(parents=True, exist_ok=True)
-                    added += s.stat().st_size
-                    os.replace(s, d)
-    shutil.rmtree(new, ignore_errors=True)
-    return added
+    missing: list[tuple[Path, Path, int]] = []
+    for root, _dirs, files in os.walk(src, followlinks=False):
+        for name in files:
+            s = Path(root) / name
+            d = part / s.relative_to(src)
+            st = s.lstat()
+            if stat.S_ISREG(st.st_mode) and not os.path.lexists(d):
+                missing.append((s, d, st.st_size))
+    if not missing:
+        return 0
+    have = sum(p.lstat().st_size for p in part.rglob("*") if p.is_file() and not p.is_symlink())
+    total = sum(n for _, _, n in missing)
+    if have + total > MAX_BYTES:
+        return 0
+    for s, d, _ in missing:
+        d.parent.mkdir(parents=True, exist_ok=True)
+        if d.parent.is_symlink() or not d.parent.resolve().is_relative_to(part.resolve()):
+            continue  # never through a link, though the partition holds none (_copy_tree copies none)
+        tmp = d.with_name(f"{d.name}.merge-{os.getpid()}")
+        fd = os.open(s, os.O_RDONLY | os.O_NOFOLLOW)
+        with os.fdopen(fd, "rb") as fi, open(tmp, "wb") as fo:
+            shutil.copyfileobj(fi, fo)
+        os.replace(tmp, d)
+    return total
 
 
 def _keep(src: Path, part: Path) -> int:
