@@ -22,6 +22,7 @@ from support import tick_steps as tick
 from support.tick_fixtures import (
     InfraFailingRunner,
     ScriptedProposer,
+    commit_all,
     edit,
     failure,
     init_research_repo,
@@ -66,7 +67,13 @@ class Looped:
 def looped(tmp_path_factory, prepared_tiny) -> Looped:
     """A research repository after `autoresearch-ci loop --iterations 2` (offline proposer)."""
     root = tmp_path_factory.mktemp("looped") / "research"
-    init_research_repo(root)
+    g = init_research_repo(root)
+    # One round of pairs per candidate: the record a loop leaves does not depend on how many rounds
+    # the judge looked (sequential judging has tests of its own: test_judge.py, test_paired_tick.py),
+    # and a second round of real training is 4 more harness runs in this, the suite's costliest fixture.
+    with open(root / "autoresearch.toml", "a", encoding="utf-8") as f:
+        f.write("\n[judge]\nmax_pairs = 2\n")
+    commit_all(g, "tests: one round of pairs")
     with cli.console.capture() as cap:
         rc = cli.main(["loop", "--repo", str(root), "--iterations", "2"])
     assert rc == 0, cap.get()
