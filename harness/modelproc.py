@@ -176,8 +176,13 @@ def main() -> int:
             logits = forward(x, fwd_model)
         except BaseException as e:  # noqa: BLE001
             return fail("crash", f"crash: the model raised during evaluation\n{exc_tail(e)}")
-        if fwd_model is not model and type(logits) is torch.Tensor and logits.dim() == 3:
-            logits = logits[:b]
+        if (
+            fwd_model is not model
+            and type(logits) is torch.Tensor
+            and logits.dim() == 3
+            and len(logits) == rows
+        ):
+            logits = logits[:b]  # the padding's rows away (a model that returned other rows fails below)
         if type(logits) is not torch.Tensor:
             return fail(
                 "invalid",
