@@ -38,26 +38,8 @@ def pytest_configure(config):
         raise pytest.UsageError(BROKEN_LOADGROUP.format(pytest.__version__, ""))
 
 
-# The costliest modules first: the workers take the next unit of work in collection order, and these
-# hold the suite's longest units (a fixture that trains a whole loop, a fork's whole tick). Sorted by
-# name they came last, so the run ended with one worker finishing them while the others stood idle
-# (longest-processing-time-first scheduling). Each module stays contiguous: its fixtures are made once.
-FIRST = (
-    "test_tick_local.py",
-    "test_fork_tick.py",
-    "test_tick_github.py",
-    "test_train_py.py",
-    "test_harness_sandbox.py",
-    "test_harness_run.py",
-    "test_runner_modal.py",
-    "test_runner_local.py",
-)
-
-
 @pytest.hookimpl(trylast=True)
 def pytest_collection_modifyitems(config, items):
-    rank = {name: i for i, name in enumerate(FIRST)}
-    items.sort(key=lambda item: rank.get(item.path.name, len(FIRST)))  # stable: same order on every worker
     if not getattr(config.option, "loadgroup", False):  # set on xdist's workers under loadgroup
         return
     lost = [i.nodeid for i in items if i.get_closest_marker("xdist_group") and "@" not in i.nodeid]

@@ -471,8 +471,9 @@ def test_monkeypatching_torch_in_the_worker_changes_nothing(honest_one_step, tmp
 def test_a_compiled_scoring_forward_scores_the_same(honest_one_step, tmp_path):
     """The scoring's model processes compile the candidate's forward while it trains (a GPU preset's
     compile_scoring; here dynamo with its eager backend, which a test may ask for on the CPU): both
-    report it, the scorer has them use it, the last batch is padded to the compiled shape, and the
-    number is honest.py's at the same step, to the bit (the eager backend runs the same kernels)."""
+    report it, the scorer has them use it, and the number is honest.py's at the same step, to the bit
+    (the eager backend runs the same kernels). Padding a short last batch is the unit tests' (tiny's
+    rows fill every batch)."""
     f = tmp_path / "train.py"
     f.write_text((REDTEAM / "honest.py").read_text().replace("MAX_STEPS = 0 ", "MAX_STEPS = 1 "))
     p, m, _ = run(f, tmp_path, env={ENV_TEST_SCORING_BACKEND: "eager"})
