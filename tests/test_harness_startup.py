@@ -57,6 +57,27 @@ def test_compile_threads_only_on_cuda():
     assert 1 <= compile_threads(True) <= 32
 
 
+def test_a_model_process_gets_a_share_of_the_compile_workers(tmp_path):
+    """The scoring's model processes compile beside the candidate's training: each gets a quarter of
+    the workers a training sandbox gets (never fewer than one)."""
+    from harness import sandbox
+    from harness.scorer import MODEL_COMPILE_SHARE
+
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    sb = sandbox.Sandbox(REPO / "harness", run_dir, isolation="none")
+    scratch = sb.private_dir("scratch")
+
+    def workers(share: int) -> int:
+        _, env, _ = sb.argv("harness.modelproc", scratch=scratch, ro_files={}, threads=1, cuda=True,
+                            compile_share=share)  # fmt: skip
+        return int(env["TORCHINDUCTOR_COMPILE_THREADS"])
+
+    assert workers(1) == compile_threads(True)
+    assert workers(MODEL_COMPILE_SHARE) == max(1, compile_threads(True) // MODEL_COMPILE_SHARE)
+    assert workers(10_000) == 1
+
+
 SEMAPHORE = "import multiprocessing as mp, os; mp.Lock(); print(os.environ['TORCHINDUCTOR_COMPILE_THREADS'])"
 
 
