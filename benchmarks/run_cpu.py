@@ -22,7 +22,7 @@ from tabulate import tabulate
 TICK = os.sysconf("SC_CLK_TCK")
 
 
-def _stat(pid: str) -> tuple[int, float] | None:
+def proc_stat(pid: int | str) -> tuple[int, float] | None:
     """(parent pid, CPU seconds) of a process, or None when it is gone."""
     try:
         with open(f"/proc/{pid}/stat") as f:
@@ -32,7 +32,7 @@ def _stat(pid: str) -> tuple[int, float] | None:
     return int(fields[1]), (int(fields[11]) + int(fields[12])) / TICK
 
 
-def _cmdline(pid: str) -> str:
+def proc_cmdline(pid: int | str) -> str:
     try:
         with open(f"/proc/{pid}/cmdline", "rb") as f:
             return f.read().replace(b"\0", b" ").decode(errors="replace").strip()
@@ -47,7 +47,7 @@ def watch(argv: list[str], interval: float = 0.02) -> tuple[int, dict[int, tuple
     tree = {p.pid}
     seen: dict[int, tuple[float, str]] = {}
     while p.poll() is None:
-        stats = {int(d): s for d in os.listdir("/proc") if d.isdigit() and (s := _stat(d))}
+        stats = {int(d): s for d in os.listdir("/proc") if d.isdigit() and (s := proc_stat(d))}
         grew = True
         while grew:  # children first seen in this sample may have children of their own
             grew = False
@@ -56,7 +56,7 @@ def watch(argv: list[str], interval: float = 0.02) -> tuple[int, dict[int, tuple
                     tree.add(pid)
                     grew = True
         for pid in tree & stats.keys():
-            cmd = seen[pid][1] if pid in seen else _cmdline(str(pid))
+            cmd = seen[pid][1] if pid in seen else proc_cmdline(pid)
             seen[pid] = (stats[pid][1], cmd)
         time.sleep(interval)
     return p.returncode, seen, time.monotonic() - t0

@@ -23,9 +23,9 @@ import subprocess
 import sys
 import time
 
+from run_cpu import proc_cmdline, proc_stat  # beside this file
 from tabulate import tabulate
 
-TICK = os.sysconf("SC_CLK_TCK")
 KINDS = (
     ("harness.modelproc", "model process"),
     ("harness.worker", "worker"),
@@ -34,25 +34,13 @@ KINDS = (
 )
 
 
-def _stat(pid: int) -> tuple[int, float] | None:
+def _test_of(pid: int) -> str | None:
     try:
-        with open(f"/proc/{pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
+        with open(f"/proc/{pid}/environ", "rb") as f:
+            environ = f.read()
     except OSError:
         return None
-    return int(fields[1]), (int(fields[11]) + int(fields[12])) / TICK
-
-
-def _read(pid: int, name: str) -> bytes:
-    try:
-        with open(f"/proc/{pid}/{name}", "rb") as f:
-            return f.read()
-    except OSError:
-        return b""
-
-
-def _test_of(pid: int) -> str | None:
-    for item in _read(pid, "environ").split(b"\0"):
+    for item in environ.split(b"\0"):
         if item.startswith(b"PYTEST_CURRENT_TEST="):
             return item.split(b"=", 1)[1].decode(errors="replace").rsplit(" (", 1)[0]
     return None
@@ -72,15 +60,14 @@ def watch(argv: list[str], interval: float) -> tuple[int, dict[int, list]]:
             if not d.isdigit():
                 continue
             pid = int(d)
-            st = _stat(pid)
+            st = proc_stat(pid)
             if st is None:
                 continue
             if pid not in procs:
                 if st[0] not in tree and pid != p.pid:
                     continue
                 tree.add(pid)
-                cmd = _read(pid, "cmdline").replace(b"\0", b" ").decode(errors="replace")
-                procs[pid] = [st[0], st[1], _test_of(pid), _kind(cmd)]
+                procs[pid] = [st[0], st[1], _test_of(pid), _kind(proc_cmdline(pid))]
             else:
                 procs[pid][1] = st[1]
         time.sleep(interval)
