@@ -21,7 +21,7 @@ python -m ruff check .
 # One pytest worker per core and one more (pytest-xdist): a worker whose test waits on its harness
 # run's sandboxes, or sleeps in a clock test, leaves its core to the others, and beside a competing
 # load one more runnable process gets the suite a larger share of the machine. Measured on 2 cores
-# (fresh clone, `.ci/run`): 3 workers 417-440 s quiet and 484-532 s beside a spinning core, against
+# (fresh clone, `.ci/run`): 3 workers 417-450 s quiet and 484-532 s beside a spinning core, against
 # 423 s and 534 s for 2. The modules whose fixture trains a loop stay on one worker each (xdist_group).
 # AUTORESEARCH_TEST_WORKERS=0 runs everything in this process.
 # --durations: the slowest tests at the end of every log, so a slower suite says where its time went.
