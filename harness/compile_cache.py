@@ -31,6 +31,13 @@ def partition(train_sha256: str) -> Path:
     return cache_root() / "compile" / train_sha256
 
 
+def _copy_file(src: Path, dst: Path) -> None:
+    """One regular file's bytes, never through a link at src."""
+    fd = os.open(src, os.O_RDONLY | os.O_NOFOLLOW)
+    with os.fdopen(fd, "rb") as fi, open(dst, "wb") as fo:
+        shutil.copyfileobj(fi, fo)
+
+
 def _copy_tree(src: Path, dst: Path, owner: tuple[int, int] | None, limit: int = MAX_BYTES) -> int:
     """Copy regular files and directories only, never following a link; returns bytes copied, or -1
     when the tree is over `limit` (nothing is left half-copied at dst in that case)."""
@@ -53,9 +60,7 @@ def _copy_tree(src: Path, dst: Path, owner: tuple[int, int] | None, limit: int =
         if is_dir:
             d.mkdir(exist_ok=True)
         else:
-            fd = os.open(s, os.O_RDONLY | os.O_NOFOLLOW)
-            with os.fdopen(fd, "rb") as fi, open(d, "wb") as fo:
-                shutil.copyfileobj(fi, fo)
+            _copy_file(s, d)
         if owner:
             os.chown(d, *owner)
     if owner:
@@ -117,9 +122,7 @@ def _merge(src: Path, part: Path) -> int:
         if d.parent.is_symlink() or not d.parent.resolve().is_relative_to(part.resolve()):
             continue  # never through a link, though the partition holds none (_copy_tree copies none)
         tmp = d.with_name(f"{d.name}.merge-{os.getpid()}")
-        fd = os.open(s, os.O_RDONLY | os.O_NOFOLLOW)
-        with os.fdopen(fd, "rb") as fi, open(tmp, "wb") as fo:
-            shutil.copyfileobj(fi, fo)
+        _copy_file(s, tmp)
         os.replace(tmp, d)
     return total
 

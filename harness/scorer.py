@@ -361,8 +361,7 @@ def start_models(
                     # a CPU-second: FlopCounterMode imports dynamo, which nothing else there needs.
                     "count_flops": bool(count_flops and i == 0 and device.startswith("cuda")),
                     "rows": preset.eval_batch_size,
-                    "compile": bool(preset.compile_scoring and device.startswith("cuda"))
-                    or bool(test_backend),
+                    "compile": bool(preset.compile_scoring and device_type == "cuda") or bool(test_backend),
                     "compile_backend": test_backend or "inductor",
                     "train_file": TRAIN_INSIDE if bw else str(train_file),
                     **(inprocess or {}),

@@ -405,7 +405,7 @@ def run(
     run_dir: Path | None = None
     models: list = []  # the scoring's model processes, started with the training (scorer.py)
     model_device = "cpu"
-    background: list[Background] = []  # bookkeeping beside the scoring, done before the result
+    background: list[threading.Thread] = []  # bookkeeping beside the scoring, joined before the result
 
     def finish(code: int, **fields) -> int:
         for job in background:
@@ -699,7 +699,9 @@ def run(
     model_path = run_dir / "weights.safetensors"
     shutil.copyfile(weights, model_path)  # our copy: nothing of the sandbox is alive to change it now
     # Kept while the scoring runs (nothing of the training sandbox is alive to change it now).
-    background.append(Background(lambda: keep_compile_cache(scratch, metrics)))
+    keeping = threading.Thread(target=keep_compile_cache, args=(scratch, metrics), daemon=True)
+    keeping.start()
+    background.append(keeping)
 
     # -- 3. scoring ----------------------------------------------------------------------------------
     from harness.scorer import ScoreFailure, score
@@ -762,19 +764,6 @@ def run(
     except CacheError as e:
         return finish(EXIT_RESULT, status="invalid", error=f"invalid: the data changed during the run: {e}")
     return finish(EXIT_RESULT, status="ok", error=None)
-
-
-class Background(threading.Thread):
-    """A step of the supervisor's own bookkeeping that runs beside the scoring (finish() waits for
-    it): its errors are its own to handle."""
-
-    def __init__(self, fn):
-        super().__init__(name="supervisor-background", daemon=True)
-        self.fn = fn
-        self.start()
-
-    def run(self) -> None:
-        self.fn()
 
 
 def keep_compile_cache(scratch: Path, metrics: dict) -> None:

@@ -484,15 +484,18 @@ def test_merge_adds_what_a_model_process_compiled_and_replaces_nothing(tmp_path,
 def test_the_training_cache_is_kept_beside_the_scoring(tmp_path, monkeypatch):
     """The supervisor keeps the training sandbox's compile cache in a thread while the scoring runs
     (finish() joins it): the partition gets it, the metrics say how much, the scratch goes."""
+    import threading
+
     from harness import compile_cache
-    from harness.supervisor import Background, keep_compile_cache
+    from harness.supervisor import keep_compile_cache
 
     monkeypatch.setenv("AUTORESEARCH_CACHE", str(tmp_path / "cache"))
     scratch = tmp_path / "train"
     (scratch / ".cache" / "triton").mkdir(parents=True)
     (scratch / ".cache" / "triton" / "kernel.cubin").write_bytes(b"12345")
     metrics = {"train_sha256": "c" * 64}
-    job = Background(lambda: keep_compile_cache(scratch, metrics))
+    job = threading.Thread(target=keep_compile_cache, args=(scratch, metrics), daemon=True)
+    job.start()
     job.join(timeout=30)
     assert not job.is_alive() and metrics["compile_cache_kept_bytes"] == 5
     assert (compile_cache.partition("c" * 64) / "triton" / "kernel.cubin").read_bytes() == b"12345"
