@@ -69,13 +69,27 @@ def _copy_tree(src: Path, dst: Path, owner: tuple[int, int] | None, limit: int =
 
 
 def seed(scratch: Path, train_sha256: str, owner: tuple[int, int] | None) -> int:
-    """Copy the partition of this train.py into a fresh sandbox's $HOME/.cache (bytes; 0 if none,
-    or if it cannot be read: a cold start, never a failed run)."""
+    """Copy the partition of this train.py into a sandbox's $HOME/.cache (bytes; 0 if none, or if it
+    cannot be read: a cold start, never a failed run).
+
+    The copy is made beside the scratch directory, in its parent (the run directory, which the
+    sandboxed uid cannot write), and moved into place in one rename. So the seed may run while the
+    sandbox already starts (the worker imports torch meanwhile), and this process never writes
+    through a path that a sandboxed process could swap for a link."""
     part = partition(train_sha256)
+    if not part.is_dir():
+        return 0
+    staging = scratch.parent / f".{scratch.name}-cache-seed-{os.getpid()}"
     try:
-        return max(0, _copy_tree(part, scratch / SUBDIR, owner)) if part.is_dir() else 0
+        n = _copy_tree(part, staging, owner)
+        if n < 0:
+            return 0
+        os.rename(staging, scratch / SUBDIR)  # fails, and seeds nothing, if the sandbox made one first
+        return n
     except OSError:
         return 0
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 def keep(scratch: Path, train_sha256: str) -> int:

@@ -295,7 +295,7 @@ class Training:
 
 
 SCORER_WARMUP_TIMEOUT_S = 120.0  # the supervisor's CUDA context on a GPU run (scorer.DeviceWarmup)
-WORKER_PHASES = (("entry", "sandbox_to_python_s"), ("torch", "torch_import_s"),
+WORKER_PHASES = (("entry", "sandbox_to_python_s"), ("torch", "torch_import_s"), ("spec", "spec_wait_s"),
                  ("compiler", "compiler_import_s"), ("device", "device_init_s"))  # fmt: skip
 
 
@@ -509,7 +509,6 @@ def run(
     chan, child = Channel.pair(max_payload=1 << 12)
     scratch = sandbox.private_dir("train")
     owner = (NOBODY, NOBODY) if sandbox.root_drop else None
-    metrics["compile_cache_seeded_bytes"] = compile_cache.seed(scratch, metrics["train_sha256"], owner)
     log_path.parent.mkdir(parents=True, exist_ok=True)
     bw = sandbox.isolation == "bwrap"
     t_popen = time.monotonic()
@@ -533,6 +532,14 @@ def run(
         )
     spawn = time.monotonic()
     child.close()
+
+    # The compile cache is seeded while the worker imports torch (it reads the spec only after): on
+    # a warm start that copy (tens of MB in thousands of files) was most of the harness's own set-up.
+    # Before the scorer's CUDA warm-up below: that thread imports torch, and the copy, Python too,
+    # took 2 s instead of 0.4 beside it (measured on an H200 host, benchmarks/README.md).
+    t_seed = time.monotonic()
+    metrics["compile_cache_seeded_bytes"] = compile_cache.seed(scratch, metrics["train_sha256"], owner)
+    metrics["compile_cache_seed_seconds"] = round(time.monotonic() - t_seed, 3)
     from harness.scorer import DeviceWarmup
 
     scorer_warmup = DeviceWarmup(dev) if dev.startswith("cuda") else None  # beside the worker's start-up
@@ -594,6 +601,16 @@ def run(
             counter.kill_all()
         left = kill_descendants(exclude={mp.sp.proc.pid for mp in models})
         chan.close()
+    # Where the time after training goes (seconds, informational): each phase from the previous mark.
+    after = metrics["finish_phases"] = {}
+    last_mark = [time.monotonic()]
+    after["reap_s"] = round(last_mark[0] - end, 3)  # the kill and reap of the training sandbox
+
+    def mark(phase: str) -> None:
+        now = time.monotonic()
+        after[phase] = round(now - last_mark[0], 3)
+        last_mark[0] = now
+
     tr.echo_log()
     metrics["leftover_processes_killed"] = left
     if hasattr(counter, "close"):
@@ -698,6 +715,7 @@ def run(
         )
     model_path = run_dir / "weights.safetensors"
     shutil.copyfile(weights, model_path)  # our copy: nothing of the sandbox is alive to change it now
+    mark("weights_s")
     # Kept while the scoring runs (nothing of the training sandbox is alive to change it now).
     keeping = threading.Thread(target=keep_compile_cache, args=(scratch, metrics), daemon=True)
     keeping.start()
@@ -714,6 +732,7 @@ def run(
         metrics["scorer_warmup_seconds"] = scorer_warmup.seconds
     if start_failure:
         return finish(EXIT_INFRA, status="infra_error", error=start_failure[0])
+    mark("scorer_wait_s")
     try:
         res = score(models, data=data, preset=preset, device=dev, weights=model_path)
     except ScoreFailure as e:
@@ -729,12 +748,14 @@ def run(
             error=f"infra: the scorer failed: {type(e).__name__}: {e}\n{traceback.format_exc()[-3000:]}",
         )
     metrics["leftover_processes_killed"] += kill_descendants()
+    mark("score_s")
     if any(res.get("eval_compile_seconds") or ()):  # the model processes compiled (a GPU preset)
         for job in background:  # the training's kernels first: merge only adds what is missing
             job.join()
         metrics["compile_cache_merged_bytes"] = compile_cache.merge(
             run_dir / f"model-{models[0].name}", metrics["train_sha256"]
         )
+    mark("merge_s")
     for k in (
         "val_bpb",
         "val_loss",
@@ -763,6 +784,7 @@ def run(
         data.verify(["val.bin", "token_bytes.npy", "train.bin", "tokenizer.pkl"], fresh=True)
     except CacheError as e:
         return finish(EXIT_RESULT, status="invalid", error=f"invalid: the data changed during the run: {e}")
+    mark("checks_s")
     return finish(EXIT_RESULT, status="ok", error=None)
 
 

@@ -13,8 +13,9 @@ this candidate's own result worse.
     -> fail       status crash / nan / invalid with the reason (the candidate's own failure)
 
 Order matters: privileges are dropped before anything is imported, the thread count is fixed
-before torch is, and the in-process layer (harness/integrity.py's audit hook) is installed before a
-line of train.py runs.
+before torch is (the sandbox's environment), torch is imported before the spec is read (the
+supervisor seeds the compile cache meanwhile), and the in-process layer (harness/integrity.py's
+audit hook) is installed before a line of train.py runs.
 """
 
 from __future__ import annotations
@@ -230,7 +231,13 @@ def main() -> int:
     times = {"entry": time.monotonic()}  # on the machine's monotonic clock, which the supervisor shares
     drop_privileges()
     chan = open_channel()
+    hold_gc()
+    # torch before the spec: the supervisor seeds the compile cache meanwhile (compile_cache.seed),
+    # and the import needs nothing the spec says (the thread count is in the environment).
+    __import__("torch")  # timed apart from torch._dynamo
+    times["torch"] = time.monotonic()
     spec, _ = chan.recv()
+    times["spec"] = time.monotonic()  # the wait for the supervisor's seed, if any
 
     def fail(status: str, error: str) -> int:
         chan.send({"op": "fail", "status": status, "error": error})
@@ -239,9 +246,6 @@ def main() -> int:
 
     device = spec["device"]
     cuda = device.startswith("cuda")
-    hold_gc()
-    __import__("torch")  # timed apart from torch._dynamo
-    times["torch"] = time.monotonic()
     torch = setup_torch(spec["threads"], device, int(spec["seed"]), dynamo=False)
     if cuda and not torch.cuda.is_available():
         chan.send({"op": "infra", "error": f"CUDA was requested (device {device!r}) but is not available"})

@@ -31,10 +31,10 @@ def test_train_py_may_not_import_the_bytecode_module():
 
 
 def test_startup_phases_keep_only_marks_in_order():
-    ready = {"times": {"entry": 10.5, "torch": 12.0, "compiler": 13.0, "device": 13.25}}
+    ready = {"times": {"entry": 10.5, "torch": 12.0, "spec": 12.125, "compiler": 13.0, "device": 13.25}}
     got = startup_phases(9.0, 10.0, ready, 13.5, 20.0)
-    assert got == {"harness_s": 1.0, "sandbox_to_python_s": 0.5, "torch_import_s": 1.5,
-                   "compiler_import_s": 1.0, "device_init_s": 0.25, "worker_rest_s": 0.25,
+    assert got == {"harness_s": 1.0, "sandbox_to_python_s": 0.5, "torch_import_s": 1.5, "spec_wait_s": 0.125,
+                   "compiler_import_s": 0.875, "device_init_s": 0.25, "worker_rest_s": 0.25,
                    "train_py_s": 6.5}  # fmt: skip
     forged = {"times": {"entry": 10.5, "torch": 99.0, "compiler": "soon", "device": 11.0}}
     got = startup_phases(9.0, 10.0, forged, 13.5, None)  # a mark after ready: it and the rest dropped

@@ -457,6 +457,37 @@ def test_compile_cache_is_partitioned_by_train_sha_and_copies_no_links(tmp_path,
     assert (fresh / ".cache" / "inductor" / "kernel.py").read_text() == "k"
 
 
+def test_the_seed_is_moved_in_whole_and_never_written_through_the_sandbox_s_paths(tmp_path, monkeypatch):
+    """The seed runs while the worker already starts, so it is copied beside the scratch directory
+    and renamed into it: a .cache that the sandbox made first, even a link to elsewhere, gets
+    nothing written into or through it (a cold start), and no staging copy is left behind."""
+    from harness import compile_cache
+
+    monkeypatch.setenv("AUTORESEARCH_CACHE", str(tmp_path / "cache"))
+    run1 = tmp_path / "run1"
+    (run1 / ".cache" / "triton").mkdir(parents=True)
+    (run1 / ".cache" / "triton" / "kernel.cubin").write_bytes(b"1234")
+    assert compile_cache.keep(run1, "a" * 64) == 4
+    run_dir = tmp_path / "run"
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    linked = run_dir / "linked"
+    linked.mkdir(parents=True)
+    (linked / ".cache").symlink_to(elsewhere)  # what a sandboxed process could have made there
+    assert compile_cache.seed(linked, "a" * 64, None) == 0
+    assert list(elsewhere.iterdir()) == []
+    taken = run_dir / "taken"
+    (taken / ".cache" / "triton").mkdir(parents=True)
+    (taken / ".cache" / "triton" / "mine").write_text("x")
+    assert compile_cache.seed(taken, "a" * 64, None) == 0
+    assert [p.name for p in (taken / ".cache" / "triton").iterdir()] == ["mine"]
+    fresh = run_dir / "fresh"
+    fresh.mkdir()
+    assert compile_cache.seed(fresh, "a" * 64, None) == 4
+    assert (fresh / ".cache" / "triton" / "kernel.cubin").read_bytes() == b"1234"
+    assert sorted(p.name for p in run_dir.iterdir()) == ["fresh", "linked", "taken"]  # no staging left
+
+
 def test_merge_adds_what_a_model_process_compiled_and_replaces_nothing(tmp_path, monkeypatch):
     from harness import compile_cache
 
