@@ -180,12 +180,10 @@ def test_parallel_dispatch_returns_outcomes_in_request_order():
         return envelope(val_bpb=float(seed), seed=seed)
 
     reqs = [request(seed=s, eid=f"e{s}", role="baseline" if s < 2 else "candidate") for s in range(6)]
-    t0 = time.monotonic()
     outs = runner(call).run_many(reqs)
-    assert time.monotonic() - t0 < 0.05 * 21  # not one after another
     assert [o.request.seed for o in outs] == list(range(6))
     assert [o.metrics.val_bpb for o in outs] == [float(s) for s in range(6)]
-    assert peak[0] > 1
+    assert peak[0] > 1  # not one after another (counted, not timed: a busy machine is slower)
 
 
 def test_a_failed_data_preparation_fails_only_its_presets_runs():
