@@ -154,4 +154,8 @@ if [ "$installed" = 1 ] || [ ! -f "$bstamp" ]; then
     "$site" >/dev/null 2>&1 || true
   date >"$bstamp"
 fi
+# This checkout's own packages (installed editable: imported from here) by the same reasoning, every
+# time (only what changed is compiled). harness/ is left alone: its processes read their bytecode
+# from a directory of the harness's own (harness/protocol.py: trusted_pycache_dir).
+"$VPY" -m compileall -q autoresearch_ci dashboard >/dev/null 2>&1 || true
 say "ready: $("$VPY" -V) in $VENV (torch $("$VPY" -c 'import torch; print(torch.__version__)')); activate it with: source $VENV/bin/activate"
