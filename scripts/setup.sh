@@ -68,12 +68,14 @@ if [ -z "${AUTORESEARCH_NO_UV:-}" ] && [ "$use_uv" = 0 ]; then
 fi
 # uv reads no pip configuration: carry over what a machine points pip at (its wheel folders, indexes,
 # constraints and CA bundle; `pip config list` shows the files' and the PIP_* variables' settings).
-pip_conf() {  # the value pip would use for KEY: a PIP_* variable first, then the config files
+pip_conf() {  # the value pip would use for KEY ("" if none): a PIP_* variable, else install., global.
   local py="$VPY"
   "$py" -m pip --version >/dev/null 2>&1 || py="$PY"
-  "$py" -m pip config list 2>/dev/null |
-    sed -n "s/^\(:env:\|global\|install\)\.$1='\(.*\)'\$/\1 \2/p" |
-    sort -s -k1,1 | head -n1 | cut -d' ' -f2-
+  { "$py" -m pip config list 2>/dev/null || true; } | awk -v key="$1" '
+    { i = index($0, "=") } i == 0 { next }
+    { name = substr($0, 1, i - 1); val = substr($0, i + 2); sub(/.$/, "", val) }
+    name == ":env:." key { e = val } name == "install." key { n = val } name == "global." key { g = val }
+    END { print (e != "" ? e : (n != "" ? n : g)) }'
 }
 if [ "$use_uv" = 1 ]; then
   v=$(pip_conf find-links); [ -n "$v" ] && export UV_FIND_LINKS="${UV_FIND_LINKS:-$(echo $v | tr ' ' ,)}"
