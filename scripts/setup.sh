@@ -69,6 +69,8 @@ fi
 # uv reads no pip configuration: carry over what a machine points pip at (its wheel folders, indexes,
 # constraints and CA bundle; `pip config list` shows the files' and the PIP_* variables' settings).
 pip_conf() {  # the value pip would use for KEY ("" if none): a PIP_* variable, else install., global.
+  local var="PIP_$(echo "$1" | tr 'a-z-' 'A-Z_')"
+  if [ -n "${!var:-}" ]; then echo "${!var}"; return; fi  # read even where no pip is there to ask
   local py="$VPY"
   "$py" -m pip --version >/dev/null 2>&1 || py="$PY"
   { "$py" -m pip config list 2>/dev/null || true; } | awk -v key="$1" '
