@@ -81,7 +81,7 @@ def seed(scratch: Path, train_sha256: str, owner: tuple[int, int] | None) -> int
         return 0
     staging = scratch.parent / f".{scratch.name}-cache-seed-{os.getpid()}"
     try:
-        n = _copy_tree(part, staging, owner)
+        n = _copy_tree(part, staging, owner, MAX_BYTES)
         if n < 0:
             return 0
         os.rename(staging, scratch / SUBDIR)  # fails, and seeds nothing, if the sandbox made one first

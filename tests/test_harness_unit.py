@@ -9,6 +9,7 @@ removed) and the MFU peak table.
 from __future__ import annotations
 
 import math
+import os
 import random
 from pathlib import Path
 
@@ -486,6 +487,29 @@ def test_the_seed_is_moved_in_whole_and_never_written_through_the_sandbox_s_path
     assert compile_cache.seed(fresh, "a" * 64, None) == 4
     assert (fresh / ".cache" / "triton" / "kernel.cubin").read_bytes() == b"1234"
     assert sorted(p.name for p in run_dir.iterdir()) == ["fresh", "linked", "taken"]  # no staging left
+
+
+def test_a_seed_over_the_limit_is_a_cold_start_and_a_seed_is_given_to_its_owner(tmp_path, monkeypatch):
+    """A partition past MAX_BYTES seeds nothing (and leaves no half copy beside the scratch); a seed
+    is chowned to the sandboxed uid whole, the .cache directory included. The owner here is this
+    process's own uid, which a test without root may still chown to."""
+    from harness import compile_cache
+
+    monkeypatch.setenv("AUTORESEARCH_CACHE", str(tmp_path / "cache"))
+    run1 = tmp_path / "run1"
+    (run1 / ".cache" / "inductor" / "fx").mkdir(parents=True)
+    (run1 / ".cache" / "inductor" / "fx" / "graph.py").write_text("123456")
+    assert compile_cache.keep(run1, "d" * 64) == 6
+    run_dir = tmp_path / "run"
+    big = run_dir / "big"
+    big.mkdir(parents=True)
+    monkeypatch.setattr(compile_cache, "MAX_BYTES", 5)
+    assert compile_cache.seed(big, "d" * 64, None) == 0
+    assert sorted(p.name for p in run_dir.iterdir()) == ["big"] and not (big / ".cache").exists()
+    monkeypatch.setattr(compile_cache, "MAX_BYTES", 6)
+    owner = (os.getuid(), os.getgid())
+    assert compile_cache.seed(big, "d" * 64, owner) == 6
+    assert all(p.stat().st_uid == owner[0] for p in [big / ".cache", *(big / ".cache").rglob("*")])
 
 
 def test_merge_adds_what_a_model_process_compiled_and_replaces_nothing(tmp_path, monkeypatch):
