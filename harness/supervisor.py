@@ -322,6 +322,19 @@ def startup_phases(t_begin: float, spawn: float, ready: dict | None, ready_at: f
     return out
 
 
+class Marks:
+    """Seconds from each mark to the next, into a dict (informational): mark("x_s") records the time
+    since the previous mark (or `start`) as x_s."""
+
+    def __init__(self, into: dict, start: float, clock=time.monotonic):
+        self.into, self.last, self.clock = into, start, clock
+
+    def __call__(self, phase: str) -> None:
+        now = self.clock()
+        self.into[phase] = round(now - self.last, 3)
+        self.last = now
+
+
 def compile_stats(msg: dict, key: str, kind: type) -> dict:
     """The worker's torch.compile counters or timers (informational): at most 16 entries of short
     names and small non-negative numbers of `kind`; anything else is dropped."""
@@ -601,16 +614,8 @@ def run(
             counter.kill_all()
         left = kill_descendants(exclude={mp.sp.proc.pid for mp in models})
         chan.close()
-    # Where the time after training goes (seconds, informational): each phase from the previous mark.
-    after = metrics["finish_phases"] = {}
-    last_mark = [time.monotonic()]
-    after["reap_s"] = round(last_mark[0] - end, 3)  # the kill and reap of the training sandbox
-
-    def mark(phase: str) -> None:
-        now = time.monotonic()
-        after[phase] = round(now - last_mark[0], 3)
-        last_mark[0] = now
-
+    mark = Marks(metrics.setdefault("finish_phases", {}), end)  # where the time after training goes
+    mark("reap_s")  # the kill and reap of the training sandbox
     tr.echo_log()
     metrics["leftover_processes_killed"] = left
     if hasattr(counter, "close"):

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from harness.sandbox import compile_threads, probe
-from harness.supervisor import compile_stats, startup_phases
+from harness.supervisor import Marks, compile_stats, startup_phases
 
 REPO = Path(__file__).resolve().parents[1]
 needs_bwrap = pytest.mark.skipif(probe()[0] != "bwrap", reason=f"no sandbox here: {probe()[1]}")
@@ -40,6 +40,16 @@ def test_startup_phases_keep_only_marks_in_order():
     got = startup_phases(9.0, 10.0, forged, 13.5, None)  # a mark after ready: it and the rest dropped
     assert got == {"harness_s": 1.0, "sandbox_to_python_s": 0.5, "worker_rest_s": 3.0}
     assert startup_phases(9.0, 10.0, None, None, None) == {"harness_s": 1.0}  # the worker never got ready
+
+
+def test_marks_record_the_time_from_each_mark_to_the_next():
+    now = iter([10.5, 10.75, 12.0])
+    phases: dict = {}
+    mark = Marks(phases, start=10.0, clock=lambda: next(now))
+    mark("reap_s")
+    mark("weights_s")
+    mark("score_s")
+    assert phases == {"reap_s": 0.5, "weights_s": 0.25, "score_s": 1.25}
 
 
 def test_compile_stats_keep_small_numbers_of_the_right_kind():
