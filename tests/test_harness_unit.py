@@ -512,6 +512,24 @@ def test_a_seed_over_the_limit_is_a_cold_start_and_a_seed_is_given_to_its_owner(
     assert all(p.stat().st_uid == owner[0] for p in [big / ".cache", *(big / ".cache").rglob("*")])
 
 
+def test_an_unusable_compile_cache_is_a_cold_start_never_a_failed_run(tmp_path, monkeypatch):
+    """AUTORESEARCH_COMPILE_CACHE places the partitions; where they cannot be written (a file in the
+    way), keeping gives 0 bytes and seeding finds nothing, without an exception."""
+    from harness import compile_cache
+
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    monkeypatch.setenv("AUTORESEARCH_COMPILE_CACHE", str(blocker / "compile"))
+    assert compile_cache.partition("e" * 64) == blocker / "compile" / ("e" * 64)
+    run1 = tmp_path / "run1"
+    (run1 / ".cache" / "triton").mkdir(parents=True)
+    (run1 / ".cache" / "triton" / "k.cubin").write_bytes(b"12")
+    assert compile_cache.keep(run1, "e" * 64) == 0
+    fresh = tmp_path / "run" / "fresh"
+    fresh.mkdir(parents=True)
+    assert compile_cache.seed(fresh, "e" * 64, None) == 0 and not (fresh / ".cache").exists()
+
+
 def test_merge_adds_what_a_model_process_compiled_and_replaces_nothing(tmp_path, monkeypatch):
     from harness import compile_cache
 
