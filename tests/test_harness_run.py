@@ -42,7 +42,7 @@ def variant(tmp_path, name: str, text: str) -> Path:
 
 def honest_fixed_steps(tmp_path, steps=1, name="honest_fixed.py") -> Path:
     """honest.py stopping after `steps` steps, with an LR schedule that does not look at the clock
-    (the tiny preset's 2 CPU-seconds hold about 35 steps whatever the machine's load)."""
+    (the tiny preset's CPU-second holds about 15 steps whatever the machine's load)."""
     src = (REDTEAM / "honest.py").read_text()
     assert "MAX_STEPS = 0 " in src
     return variant(tmp_path, name, src.replace("MAX_STEPS = 0 ", f"MAX_STEPS = {steps} "))
