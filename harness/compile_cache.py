@@ -38,9 +38,10 @@ def _copy_file(src: Path, dst: Path) -> None:
         shutil.copyfileobj(fi, fo)
 
 
-def _copy_tree(src: Path, dst: Path, owner: tuple[int, int] | None, limit: int = MAX_BYTES) -> int:
+def _copy_tree(src: Path, dst: Path, owner: tuple[int, int] | None) -> int:
     """Copy regular files and directories only, never following a link; returns bytes copied, or -1
-    when the tree is over `limit` (nothing is left half-copied at dst in that case)."""
+    when the tree is over MAX_BYTES, read when it runs (nothing is left half-copied at dst then)."""
+    limit = MAX_BYTES
     total = 0
     plan: list[tuple[Path, Path, bool]] = []
     for root, dirs, files in os.walk(src, followlinks=False):
@@ -81,7 +82,7 @@ def seed(scratch: Path, train_sha256: str, owner: tuple[int, int] | None) -> int
         return 0
     staging = scratch.parent / f".{scratch.name}-cache-seed-{os.getpid()}"
     try:
-        n = _copy_tree(part, staging, owner, MAX_BYTES)
+        n = _copy_tree(part, staging, owner)
         if n < 0:
             return 0
         os.rename(staging, scratch / SUBDIR)  # fails, and seeds nothing, if the sandbox made one first

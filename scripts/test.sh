@@ -22,7 +22,9 @@ python -m ruff check .
 # run's sandboxes, or sleeps in a clock test, leaves its core to the others, and beside a competing
 # load one more runnable process gets the suite a larger share of the machine. Measured on 2 cores
 # (fresh clone, `.ci/run`): 3 workers 417-450 s quiet and 484-532 s beside a spinning core, against
-# 423 s and 534 s for 2, and 490 s for 4 beside the spinning core (479 s for 3 in the same state). The modules whose fixture trains a loop stay on one worker each (xdist_group).
+# 423 s and 534 s for 2; 4 workers were no faster beside the spinning core (490 s against 479 s, and
+# later 499.9 s against 499.5-500.6 s). The modules whose fixture trains a loop stay on one worker
+# each (xdist_group).
 # AUTORESEARCH_TEST_WORKERS=0 runs everything in this process.
 # --durations: the slowest tests at the end of every log, so a slower suite says where its time went.
 workers=${AUTORESEARCH_TEST_WORKERS:-$(($(nproc 2>/dev/null || echo 1) + 1))}
