@@ -182,13 +182,23 @@ class Tally:
                 )
 
 
-def log_softmax_np(logits: np.ndarray) -> np.ndarray:
+def log_softmax_np(logits: np.ndarray, scratch: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
     """float32 log-softmax over the last axis, in numpy: the CPU scoring needs no torch, so the
-    supervisor of a CPU run never imports it (about two CPU-seconds a run)."""
+    supervisor of a CPU run never imports it (about two CPU-seconds a run).
+
+    scratch: two float32 arrays at least as large as `logits` (first axis), reused for every batch
+    of a scoring; the result is a view into the first, valid until the next call with them. Fresh
+    arrays per batch cost more in page faults than the arithmetic: the tiny preset's eight batches
+    took 0.38-0.43 CPU-seconds that way, 0.11 with scratch (same values, to the bit)."""
     x = np.asarray(logits, dtype=np.float32)
     m = x.max(axis=-1, keepdims=True)
-    y = x - m
-    return y - np.log(np.exp(y).sum(axis=-1, keepdims=True, dtype=np.float32))
+    if scratch is None:
+        y = x - m
+        return y - np.log(np.exp(y).sum(axis=-1, keepdims=True, dtype=np.float32))
+    n = len(x)
+    y = np.subtract(x, m, out=scratch[0][:n])
+    e = np.exp(y, out=scratch[1][:n])
+    return np.subtract(y, np.log(e.sum(axis=-1, keepdims=True, dtype=np.float32)), out=y)
 
 
 def _picks(lp, tgt: np.ndarray, columns: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -500,6 +510,8 @@ def score(procs: list[ModelProc], *, data, preset, device: str, weights: Path, l
     t_first, tally_s = None, 0.0
     if device_type == "cuda":
         import torch  # once, not per batch; a CPU run's supervisor never imports it
+    else:
+        scratch = (np.empty((B, T, V), np.float32), np.empty((B, T, V), np.float32))
     while any(mp.inflight for mp in procs):
         check_deadline()
         for mp, msg in recv_any(POLL_S):
@@ -515,7 +527,7 @@ def score(procs: list[ModelProc], *, data, preset, device: str, weights: Path, l
                 lp = torch.log_softmax(logits, dim=-1)
                 torch.cuda.current_stream().synchronize()  # read out before the model may overwrite it
             else:
-                lp = log_softmax_np(logits)  # a copy: the model may overwrite the buffer now
+                lp = log_softmax_np(logits, scratch)  # a copy: the model may overwrite the buffer now
             send_next(mp)  # the model computes the next batch while we score this one
             tally.add(lp, batch)
             tally_s += time.monotonic() - t_got

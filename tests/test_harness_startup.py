@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -86,6 +87,30 @@ def test_a_model_process_gets_a_share_of_the_compile_workers(tmp_path):
     assert workers(1) == compile_threads(True)
     assert workers(MODEL_COMPILE_SHARE) == max(1, compile_threads(True) // MODEL_COMPILE_SHARE)
     assert workers(10_000) == 1
+
+
+WARM_COMPILER = """
+import gc, os, sys
+gc.disable()
+import torch, torch._dynamo
+from harness.worker import warm_compiler
+warm_compiler()
+children = [p for p in os.listdir("/proc") if p.isdigit() and
+            open(f"/proc/{p}/stat").read().rsplit(")", 1)[1].split()[1] == str(os.getpid())]
+print("compile_fx" in sys.modules["torch._inductor"].__dict__, len(children))
+"""
+
+
+def test_warm_compiler_imports_the_compiler_and_starts_a_pool_only_where_inductor_would():
+    """The worker's early compiler import on CUDA (warm_compiler) runs against the installed torch:
+    afterwards the compiler's entry point is imported, and with one compile thread no pool process
+    was started (inductor's own check; on a CUDA machine with triton, more threads start one)."""
+    env = dict(os.environ, PYTHONPATH=str(REPO), TORCHINDUCTOR_COMPILE_THREADS="1")
+    p = subprocess.run(
+        [sys.executable, "-c", WARM_COMPILER], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.split() == ["True", "0"]
 
 
 SEMAPHORE = "import multiprocessing as mp, os; mp.Lock(); print(os.environ['TORCHINDUCTOR_COMPILE_THREADS'])"

@@ -144,13 +144,34 @@ def _tally(model, plan, tb, V, path="numpy"):
     """Score `model` as the supervisor does: numpy log-probabilities (the CPU path) or torch ones (the
     CUDA path's code, here on the CPU)."""
     tally = Tally(plan, tb, "cpu")
+    B = max(len(work) for work in plan.work)
+    scratch = (
+        np.empty((B, plan.rows.shape[1] - 1, V), np.float32),
+        np.empty((B, plan.rows.shape[1] - 1, V), np.float32),
+    )
     for work in plan.work:
         toks = torch.as_tensor(np.stack([(plan.twins[r] if tw else plan.rows[r])[:-1] for r, tw in work]),
                                dtype=torch.long)  # fmt: skip
         with torch.no_grad():
             logits = model(toks).float()
-        tally.add(log_softmax_np(logits.numpy()) if path == "numpy" else torch.log_softmax(logits, -1), work)
+        tally.add(
+            log_softmax_np(logits.numpy(), scratch) if path == "numpy" else torch.log_softmax(logits, -1),
+            work,
+        )
     return tally
+
+
+def test_the_numpy_log_softmax_gives_the_same_bits_in_scratch_buffers():
+    """The supervisor reuses two buffers for every batch: the values are those of fresh arrays, to the
+    bit, for a full batch, a shorter last one, and a batch after another filled the buffers."""
+    rng = np.random.default_rng(5)
+    scratch = (np.full((4, 6, 33), np.nan, np.float32), np.full((4, 6, 33), np.nan, np.float32))
+    for n in (4, 2, 4):
+        x = (rng.standard_normal((n, 6, 33)) * 20).astype(np.float32)
+        want = log_softmax_np(x)
+        got = log_softmax_np(x, scratch)
+        assert got.shape == want.shape and np.array_equal(got, want)
+        assert np.shares_memory(got, scratch[0])  # no fresh array of a batch's size
 
 
 def test_the_numpy_and_the_torch_scoring_agree():
