@@ -113,7 +113,7 @@ def warm_compiler() -> None:
     so a cold compile's first kernels wait for the workers to boot. Measured on an H200 outside the
     harness (benchmarks/README.md, "Starting the compiler early"): the template's cold warm-up with
     both done early took 25.3 s of import and compile against 27.7-29.8 s; through the harness, A/B
-    on one host, 7.5-8.6 s outside the budget warm against 8.6. A candidate that never
+    on two hosts, 7.5-8.6 s outside the budget warm against 8.6-9.4. A candidate that never
     compiles pays the pool's start-up in CPU time on the GPU machine's other cores, not on its clock
     (wall time, which starts later). No-op without triton or with one compile thread (inductor's own
     checks: the CPU presets, a sandbox without /dev/shm)."""
