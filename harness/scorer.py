@@ -510,7 +510,7 @@ def score(procs: list[ModelProc], *, data, preset, device: str, weights: Path, l
     t_first, tally_s = None, 0.0
     if device_type == "cuda":
         import torch  # once, not per batch; a CPU run's supervisor never imports it
-    else:
+    else:  # reused for every batch: Tally.add keeps only what _picks gathers (new arrays), no view
         scratch = (np.empty((B, T, V), np.float32), np.empty((B, T, V), np.float32))
     while any(mp.inflight for mp in procs):
         check_deadline()
