@@ -22,6 +22,13 @@ if os.environ.get("FAKE_MODAL_DIR"):
     from modal import exception as mx
 
     _DIR = Path(os.environ["FAKE_MODAL_DIR"])
+    # A container's /tmp goes with the container. Here the function bodies run in this process's
+    # threads, and one killed mid-run (the SIGTERM test) never leaves its TemporaryDirectory: keep
+    # what it leaves inside the test's own directory, not in the machine's /tmp.
+    import tempfile
+
+    (_DIR / "container-tmp").mkdir(exist_ok=True)
+    tempfile.tempdir = str(_DIR / "container-tmp")
 
     def _log(name: str, **row) -> None:
         with (_DIR / name).open("a", encoding="utf-8") as f:
