@@ -8,7 +8,6 @@ seconds themselves are measured on the GPU machine (benchmarks/README.md), never
 
 from __future__ import annotations
 
-import contextlib
 import os
 import subprocess
 import sys
@@ -16,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.sandbox import compile_threads, probe
+from harness.sandbox import compile_threads, descendants, probe, proc_table
 from harness.supervisor import Marks, compile_stats, startup_phases
 
 REPO = Path(__file__).resolve().parents[1]
@@ -90,14 +89,6 @@ def test_a_model_process_gets_a_share_of_the_compile_workers(tmp_path):
     assert workers(10_000) == 1
 
 
-def _children() -> int:
-    me, n = str(os.getpid()), 0
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        with contextlib.suppress(OSError):  # other tests' processes come and go meanwhile
-            n += Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1] == me
-    return n
-
-
 @pytest.mark.filterwarnings("ignore:`torch.jit.script_method` is deprecated:DeprecationWarning")
 def test_warm_compiler_imports_the_compiler_and_starts_a_pool_only_where_inductor_would(monkeypatch):
     """The worker's early compiler import on CUDA (warm_compiler) runs against the installed torch:
@@ -106,10 +97,10 @@ def test_warm_compiler_imports_the_compiler_and_starts_a_pool_only_where_inducto
     from harness.worker import warm_compiler
 
     monkeypatch.setenv("TORCHINDUCTOR_COMPILE_THREADS", "1")
-    before = _children()
+    before = descendants(proc_table(live_only=True), os.getpid())
     warm_compiler()
     assert "torch._inductor.compile_fx" in sys.modules
-    assert _children() == before
+    assert descendants(proc_table(live_only=True), os.getpid()) == before
 
 
 SEMAPHORE = "import multiprocessing as mp, os; mp.Lock(); print(os.environ['TORCHINDUCTOR_COMPILE_THREADS'])"

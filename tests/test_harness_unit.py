@@ -144,11 +144,8 @@ def _tally(model, plan, tb, V, path="numpy"):
     """Score `model` as the supervisor does: numpy log-probabilities (the CPU path) or torch ones (the
     CUDA path's code, here on the CPU)."""
     tally = Tally(plan, tb, "cpu")
-    B = max(len(work) for work in plan.work)
-    scratch = (
-        np.empty((B, plan.rows.shape[1] - 1, V), np.float32),
-        np.empty((B, plan.rows.shape[1] - 1, V), np.float32),
-    )
+    shape = (max(len(work) for work in plan.work), plan.rows.shape[1] - 1, V)
+    scratch = (np.empty(shape, np.float32), np.empty(shape, np.float32))
     for work in plan.work:
         toks = torch.as_tensor(np.stack([(plan.twins[r] if tw else plan.rows[r])[:-1] for r, tw in work]),
                                dtype=torch.long)  # fmt: skip
