@@ -212,6 +212,26 @@ def main() -> int:
     os._exit(0)
 
 
+def same_kernels_in_both() -> bool:
+    """Inductor's deterministic mode for the scoring's compile: reduction configurations chosen by
+    rule, never by timing them on the GPU (nor their blocks halved for occupancy at run time).
+
+    The two model processes compile the same graph apart, with a cold cache on a candidate's first
+    run, while the candidate trains on the same GPU. Where inductor times several configurations of
+    a reduction, the two can pick different ones, and a reduction split another way rounds
+    differently. Seen on an H200 (benchmarks/README.md, "The CUDA JIT cache kept"): an honest
+    train.py's first run ended `invalid`, a row and its twin 0.028 nats apart (tolerance 0.002),
+    where every warm run, both processes loading the same kernels, measures 0.0. Pointwise kernels
+    may still be timed: their configuration changes no value. False where this torch has no such
+    mode (then as before)."""
+    import torch._inductor.config as inductor_config
+
+    if not hasattr(inductor_config, "deterministic"):
+        return False
+    inductor_config.deterministic = True
+    return True
+
+
 def compile_forward(torch, model, forward, rows: int, T: int, V: int, device: str, backend="inductor"):
     """(the compiled model, seconds) or (None, seconds): the candidate's forward compiled for the
     scoring, while the candidate still trains, with the harness's compile cache (seeded from this
@@ -230,6 +250,8 @@ def compile_forward(torch, model, forward, rows: int, T: int, V: int, device: st
     try:
         import torch._dynamo
 
+        if backend == "inductor":
+            same_kernels_in_both()
         compiled = torch.compile(model, backend=backend)
         x = torch.randint(0, V, (2, T), device=device)
         torch._dynamo.mark_dynamic(x, 0, min=2, max=max(rows, 2))

@@ -297,6 +297,9 @@ def sandbox_env(scratch_inside: str, threads: int, extra: dict | None = None) ->
         "TORCHINDUCTOR_CACHE_DIR": f"{scratch_inside}/.cache/inductor",
         "TRITON_CACHE_DIR": f"{scratch_inside}/.cache/triton",
         "XDG_CACHE_HOME": f"{scratch_inside}/.cache",
+        # The CUDA driver's cache of kernels it compiled from PTX (default ~/.nv/ComputeCache, lost
+        # with the scratch): under .cache it is kept with the compile cache (harness/compile_cache.py).
+        "CUDA_CACHE_PATH": f"{scratch_inside}/.cache/nv",
         "TORCHINDUCTOR_COMPILE_THREADS": "1",  # CUDA sandboxes: compile_threads(), in Sandbox.argv
     }
     for k in (

@@ -627,6 +627,35 @@ def test_the_compiled_scoring_forward_is_one_graph_for_every_batch_and_pads_like
         torch._dynamo.reset()
 
 
+def test_the_scoring_compile_asks_inductor_for_kernels_chosen_by_rule(monkeypatch):
+    """Both model processes must compile the same kernels: inductor's deterministic mode (no
+    reduction configuration picked by timing it on a busy GPU) is on before the inductor compile and
+    left alone for any other backend."""
+    import torch._inductor.config as inductor_config
+
+    from harness.modelproc import compile_forward, same_kernels_in_both
+
+    monkeypatch.setattr(inductor_config, "deterministic", False)
+    torch._dynamo.reset()
+    try:
+        compile_forward(torch, _Tiny().eval(), _scoring_forward, 8, 5, 32, "cpu", backend="eager")
+        assert inductor_config.deterministic is False  # not an inductor compile: untouched
+        assert same_kernels_in_both() is True
+        assert inductor_config.deterministic is True
+    finally:
+        torch.compiler.set_stance("default")
+        torch._dynamo.reset()
+
+
+def test_same_kernels_is_a_no_op_where_torch_has_no_deterministic_mode(monkeypatch):
+    import torch._inductor.config as inductor_config
+
+    from harness.modelproc import same_kernels_in_both
+
+    monkeypatch.delattr(inductor_config, "deterministic")
+    assert same_kernels_in_both() is False
+
+
 def test_a_forward_that_cannot_be_compiled_is_scored_eager(capsys):
     from harness.modelproc import compile_forward
 
