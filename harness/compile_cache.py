@@ -1,6 +1,7 @@
 """The compile cache that survives between runs, for a fast warm start: the harness's, not the candidate's.
 
-torch.compile (inductor, triton) writes its kernels under the sandbox's $HOME/.cache. After a run,
+torch.compile (inductor, triton) writes its kernels under the sandbox's $HOME/.cache, and so does the
+CUDA driver with what it compiled from PTX (CUDA_CACHE_PATH, harness/sandbox.py). After a run,
 once nothing of the sandbox is alive, the harness keeps that directory in
 cache_root()/compile/<sha256 of train.py>/ and seeds the next run of the *same* train.py with a
 copy. What the scoring's model processes compiled (preset.compile_scoring) is added to it (`merge`),
