@@ -62,6 +62,13 @@ VPY="$VENV/bin/python"
 UV=uv
 if [ -z "${AUTORESEARCH_NO_UV:-}" ] && [ "$use_uv" = 0 ]; then
   if [ ! -x "$VENV/bin/uv" ]; then
+    # An environment that uv made (a shell where uv was on the PATH) has no pip: bring pip back
+    # from the interpreter's own ensurepip, so that a shell without uv can still install.
+    if ! "$VPY" -m pip --version >/dev/null 2>&1; then
+      say "$VENV has no pip (uv made it): adding it with ensurepip"
+      "$VPY" -m ensurepip >/dev/null 2>&1 || die "$VENV has no pip and $VPY cannot add one (ensurepip).
+  Put uv on the PATH and run this again, or remove $VENV to have it made afresh."
+    fi
     say "installing uv==$UV_VERSION into $VENV (the installer for what follows)"
     "$VPY" -m pip install -q "uv==$UV_VERSION" 2>/dev/null || say "no uv to be had here: pip installs"
   fi
