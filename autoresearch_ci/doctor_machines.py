@@ -89,7 +89,12 @@ def check_modal(cfg: Config, lookup: Callable | None = None) -> list[Check]:
     if info.get("isolation") == "none":
         out.append(
             _unsandboxed(
-                cfg, area, f"bubblewrap cannot start in Modal's container ({info.get('isolation_detail')})"
+                cfg,
+                area,
+                f"bubblewrap cannot start in Modal's container ({info.get('isolation_detail')})",
+                # Candidate code then shares the container's files, the state volume's mount included.
+                "redeploy with AUTORESEARCH_MODAL_SHARED_STATE=0, so that no volume a later run could "
+                "read is mounted beside candidate code (README: Modal details)",
             )
         )
     return out

@@ -88,9 +88,21 @@ def ensure_warm(prefix: str | None, device: str, log=print, modules=MODULES) -> 
         return None
     import fcntl
 
-    os.makedirs(prefix, exist_ok=True)
-    with open(os.path.join(prefix, ".warm.lock"), "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    try:
+        os.makedirs(prefix, exist_ok=True)
+        lock = open(os.path.join(prefix, ".warm.lock"), "a")  # noqa: SIM115 (held to the end below)
+    except OSError as e:  # a read-only state (a mounted volume): slower runs, never a failed one
+        log(
+            f"[harness] warning: the bytecode directory {prefix} cannot be written ({e.strerror or e}); "
+            "sandboxed processes compile what they import from source in every run. Give the harness "
+            "a writable state directory: AUTORESEARCH_STATE"
+        )
+        return None
+    with lock:
+        # A filesystem without locks (some network volumes) warms unlocked: two warm-ups at once only
+        # compile twice, since Python writes each .pyc whole (a temporary file, then a rename).
+        with contextlib.suppress(OSError):
+            fcntl.flock(lock, fcntl.LOCK_EX)
         if os.path.exists(stamp):  # another run warmed it while this one waited
             return None
         kind = device_kind(device)

@@ -3,7 +3,7 @@
 torch.compile (inductor, triton) writes its kernels under the sandbox's $HOME/.cache, and so does the
 CUDA driver with what it compiled from PTX (CUDA_CACHE_PATH, harness/sandbox.py). After a run,
 once nothing of the sandbox is alive, the harness keeps that directory in
-cache_root()/compile/<sha256 of train.py>/ and seeds the next run of the *same* train.py with a
+<state root>/compile/<sha256 of train.py>/ and seeds the next run of the *same* train.py with a
 copy. What the scoring's model processes compiled (preset.compile_scoring) is added to it (`merge`),
 and they are seeded from it too. A partition is only ever read by runs of the train.py that wrote
 it, so one candidate cannot poison another's kernels or the baseline's. Only regular files and
@@ -23,13 +23,14 @@ SUBDIR = ".cache"
 
 
 def partition(train_sha256: str) -> Path:
-    """AUTORESEARCH_COMPILE_CACHE/<sha>, else cache_root()/compile/<sha>."""
+    """AUTORESEARCH_COMPILE_CACHE/<sha>, else <the harness's state>/compile/<sha> (harness/protocol.py:
+    state_root, writable where the data may be read-only)."""
     base = os.environ.get("AUTORESEARCH_COMPILE_CACHE")
     if base:
         return Path(base) / train_sha256
-    from harness.data import cache_root
+    from harness.protocol import state_root
 
-    return cache_root() / "compile" / train_sha256
+    return Path(state_root()) / "compile" / train_sha256
 
 
 def _copy_file(src: Path, dst: Path) -> None:

@@ -56,11 +56,9 @@ class CacheError(RuntimeError):
 
 
 def cache_root() -> Path:
-    env = os.environ.get("AUTORESEARCH_CACHE")
-    if env:
-        return Path(env).expanduser()
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "autoresearch-ci"
+    from harness.protocol import cache_root_dir
+
+    return Path(cache_root_dir())
 
 
 def prepare_command(preset: Preset | str) -> str:

@@ -59,6 +59,30 @@ def training_wall_deadline_seconds(preset) -> float:
     return preset.budget_seconds + preset.grace_seconds
 
 
+def state_root(environ=None) -> str:
+    """Where the harness keeps what its trusted processes write between runs (the bytecode below, the
+    compile cache: harness/compile_cache.py): `AUTORESEARCH_STATE`, else the data cache's root
+    (`AUTORESEARCH_CACHE`, default ~/.cache/autoresearch-ci). Apart from the data so that the data can
+    be mounted read-only where candidates run (the Modal app does) while this stays writable."""
+    import os
+
+    env = os.environ if environ is None else environ
+    state = env.get("AUTORESEARCH_STATE")
+    return os.path.abspath(os.path.expanduser(state)) if state else cache_root_dir(env)
+
+
+def cache_root_dir(environ=None) -> str:
+    """The data cache's root: `AUTORESEARCH_CACHE`, else $XDG_CACHE_HOME (or ~/.cache)/autoresearch-ci."""
+    import os
+
+    env = os.environ if environ is None else environ
+    home = env.get("HOME") or os.path.expanduser("~")
+    root = env.get("AUTORESEARCH_CACHE") or os.path.join(
+        env.get("XDG_CACHE_HOME") or os.path.join(home, ".cache"), "autoresearch-ci"
+    )
+    return os.path.abspath(os.path.expanduser(root))
+
+
 def trusted_pycache_dir(environ=None) -> str:
     """Where trusted harness processes keep bytecode: `PYTHONPYCACHEPREFIX` for `python -m harness`.
 
@@ -72,13 +96,8 @@ def trusted_pycache_dir(environ=None) -> str:
     import os
     import sys
 
-    env = os.environ if environ is None else environ
-    home = env.get("HOME") or os.path.expanduser("~")
-    root = env.get("AUTORESEARCH_CACHE") or os.path.join(
-        env.get("XDG_CACHE_HOME") or os.path.join(home, ".cache"), "autoresearch-ci"
-    )
     tag = sys.implementation.cache_tag or "python"
-    return os.path.join(os.path.abspath(os.path.expanduser(root)), "pycache", tag)
+    return os.path.join(state_root(environ), "pycache", tag)
 
 
 def exit_reason(returncode: int | None, *, timed_out: bool = False, seconds: float = 0.0) -> str:

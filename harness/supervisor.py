@@ -501,7 +501,11 @@ def run(
                 error=f"invalid: {problems[0]}{more}\nThe contract: {CONTRACT}.",
             )
 
-    locked = [str(HARNESS_DIR), str(data.dir.parent.parent), INSIDE_ROOT]
+    from harness.protocol import state_root
+
+    # The harness, the data cache, and the harness's state (its bytecode and compile cache: what later
+    # runs read, so what a candidate must never write; harness/protocol.py: state_root).
+    locked = [str(HARNESS_DIR), str(data.dir.parent.parent), state_root(), INSIDE_ROOT]
     inproc_spec = {
         "inprocess": inproc,
         "protected": protected_paths(data, preset) if inproc else [],

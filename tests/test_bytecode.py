@@ -72,3 +72,13 @@ def test_the_warm_up_refuses_to_run_without_a_prefix():
         cwd=Path(__file__).resolve().parents[1],
     )
     assert p.returncode != 0 and "pycache_prefix" in p.stderr
+
+
+def test_a_bytecode_directory_that_cannot_be_written_is_a_warning_and_the_run_goes_on(tmp_path):
+    """A read-only state (a mounted volume; here a path through a regular file, which fails for root
+    too): no warm-up, a warning that names the setting to change, never an exception."""
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    lines: list[str] = []
+    assert bytecode.ensure_warm(str(blocker / "pycache"), "cpu", log=lines.append, modules=MODS) is None
+    assert len(lines) == 1 and "cannot be written" in lines[0] and "AUTORESEARCH_STATE" in lines[0]

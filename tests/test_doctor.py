@@ -208,6 +208,7 @@ def test_modal_problems_say_what_to_run(tmp_path):
         tmp_path, info={"harness_sha256": doctor_hash(), "isolation": "none", "isolation_detail": "x"}
     )
     assert got["sandbox (bubblewrap)"].state == "fail" and "not merged" in got["sandbox (bubblewrap)"].detail
+    assert "AUTORESEARCH_MODAL_SHARED_STATE=0" in got["sandbox (bubblewrap)"].fix
 
 
 def doctor_hash() -> str:

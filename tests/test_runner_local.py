@@ -62,6 +62,29 @@ def test_harness_env_puts_the_trusted_root_first_and_scrubs_extras(tmp_path):
     assert "EXTRA_KEY" not in env and env["AUTORESEARCH_CACHE"] == "/c"
 
 
+def test_the_harness_keeps_its_state_apart_from_a_read_only_data_cache(tmp_path, monkeypatch):
+    """AUTORESEARCH_STATE moves what trusted harness processes write between runs (bytecode, compile
+    caches) away from the data, which may then be mounted read-only; by default both share one root.
+    A state that cannot be made still gives an environment: Python then writes no bytecode at all."""
+    from harness import compile_cache
+    from harness.protocol import cache_root_dir, state_root
+
+    data, state = tmp_path / "data", tmp_path / "state"
+    env = harness_env(tmp_path, {"PATH": "/bin"}, AUTORESEARCH_CACHE=str(data), AUTORESEARCH_STATE=str(state))
+    assert (
+        Path(env["PYTHONPYCACHEPREFIX"]).is_relative_to(state) and Path(env["PYTHONPYCACHEPREFIX"]).is_dir()
+    )
+    assert not data.exists()
+    assert state_root({"AUTORESEARCH_CACHE": str(data)}) == cache_root_dir({"AUTORESEARCH_CACHE": str(data)})
+    monkeypatch.delenv("AUTORESEARCH_COMPILE_CACHE", raising=False)
+    monkeypatch.setenv("AUTORESEARCH_STATE", str(state))
+    assert compile_cache.partition("a" * 64) == state / "compile" / ("a" * 64)
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    env = harness_env(tmp_path, {"PATH": "/bin"}, AUTORESEARCH_STATE=str(blocker / "state"))
+    assert env["PYTHONPYCACHEPREFIX"].startswith(str(blocker))
+
+
 # -- infrastructure failures, with a fake harness ---------------------------------------------------
 
 

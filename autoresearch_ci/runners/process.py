@@ -102,7 +102,10 @@ def harness_env(
     # a .pyc planted beside the harness's sources is never read (harness/protocol.py).
     env.pop("PYTHONDONTWRITEBYTECODE", None)
     env["PYTHONPYCACHEPREFIX"] = prefix = trusted_pycache_dir(env)
-    os.makedirs(prefix, mode=0o755, exist_ok=True)
+    # Set even where it cannot be made (a read-only state): Python then reads and writes no bytecode
+    # at all, which is slower and as safe; the harness says so (harness/bytecode.py: ensure_warm).
+    with contextlib.suppress(OSError):
+        os.makedirs(prefix, mode=0o755, exist_ok=True)
     return env
 
 
