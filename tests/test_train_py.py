@@ -189,7 +189,10 @@ def test_harness_runs_train_py_end_to_end(prepared_tiny, tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     m = json.loads(out.read_text())
     assert m["status"] == "ok", m.get("error")
-    assert m["num_steps"] >= 1
-    # No better-than bound: how far 3 s of training gets depends on the machine. A uniform guess over
+    # Real batches were trained on. Not "an optimizer step was completed": one step of the cpu shape
+    # (gradient accumulation over 2^12 tokens) can outlast the tiny preset's CPU-second on a slow or
+    # loaded machine; the step logic is tested above with a stand-in context.
+    assert m["train_batches"] >= 1 and m["train_tokens"] > 0
+    # No better-than bound: how far 1 s of training gets depends on the machine. A uniform guess over
     # 4096 tokens scores about 2.8 bits per byte, so this only says the model was scored sanely.
     assert 0 < m["val_bpb"] < 3.0

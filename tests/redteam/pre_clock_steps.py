@@ -1,7 +1,8 @@
-"""Red team: takes 37 optimizer steps on real batches before starting the clock: it talks to the supervisor's
+"""Red team: takes 8 optimizer steps on real batches before starting the clock: it talks to the supervisor's
 socket directly (ctx._chan) without calling start_clock(), then trains normally. Expected: harmless:
-the supervisor starts the clock at the first batch request, so the 37 steps are training time (the
-log shows the clock had started, train_batches counts them).
+the supervisor starts the clock at the first batch request, so the 8 steps are training time (the
+log shows the clock had started, train_batches counts them). Eight fit the tiny preset's CPU-second
+with room on a slow or loaded machine (37 did not, on a 2-core machine running at half speed).
 """
 
 import numpy as np
@@ -17,7 +18,7 @@ def report(tag, what):
 
 
 def sneak(ctx, model, opt):
-    for _ in range(37):
+    for _ in range(8):
         msg, payload = ctx._ask({"op": "batch", "b": 8, "t": ctx.seq_len})
         rows = torch.from_numpy(np.frombuffer(payload, dtype=np.uint16).astype(np.int64)).view(8, -1)
         loss = F.cross_entropy(model(rows[:, :-1]).flatten(0, 1), rows[:, 1:].flatten())
