@@ -1,19 +1,23 @@
 """GPU benchmark of the baseline train.py: throughput, MFU and the time spent outside the budget.
 
     python benchmarks/gpu_benchmark.py run   [--out-dir DIR]   the gpu preset through the harness
-    python benchmarks/gpu_benchmark.py sweep [--out-dir DIR]   model shapes and compile modes, ~20 s each
+    python benchmarks/gpu_benchmark.py sweep [CASE ...] [--deadline S] [--out-dir DIR]
+                                                        variants of train.py, ~45-60 s each
 
 `run` is the number to quote: `python -m harness run train.py --preset gpu` exactly as the loop runs
 it, then a table from its metrics.json (MFU with the peak it divides by, tokens/s, steps, val_bpb,
 training vs total seconds, start-up and evaluation seconds, peak memory).
 
-`sweep` is for choosing the baseline's shape. Each case runs in a fresh process with an empty
-Inductor cache (so compile times are cold), drives train.py's own `train(ctx)` with a stand-in
-context that serves random tokens for a short budget, and counts FLOPs the way the harness does
-(as harness/modelproc.py does: FlopCounterMode on one [1, seq_len] forward, times 3). It also
-compares regional compilation (what train.py does) with compiling the whole model, and times the
-evaluation's forward pass, so the evaluation time of a 21M-token climbmix split can be projected
-even when the cache holds the small offline corpus.
+`sweep` is for choosing the baseline's shape and its compile: what each variant of train.py (other
+constants, a patch of its source, inductor settings: SWEEP) does to the cold compile and to
+tokens/s. Each case runs in a fresh process with empty Inductor, Triton and CUDA caches (so compile
+times are cold), drives train.py's own `train(ctx)` with a stand-in context that serves random
+tokens for a short budget, and counts FLOPs the way the harness does (as harness/modelproc.py does:
+FlopCounterMode on one [1, seq_len] forward, times 3), the Triton kernels built and the case's CPU
+seconds. A cold compile varies by seconds from run to run: name the cases of an A/B alternately,
+each more than once. It also compares regional compilation (what train.py does) with compiling the
+whole model, and times the evaluation's forward pass, so the evaluation time of a 21M-token
+climbmix split can be projected even when the cache holds the small offline corpus.
 
 Both write JSON under --out-dir (default benchmarks/results) and print a table last.
 """
@@ -21,9 +25,11 @@ Both write JSON under --out-dir (default benchmarks/results) and print a table l
 from __future__ import annotations
 
 import argparse
+import hashlib
 import importlib.util
 import json
 import os
+import resource
 import subprocess
 import sys
 import tempfile
@@ -34,17 +40,52 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
 
+# Source patches for the sweep's variants of train.py (what it is now -> the variant).
+QKV_THREE_MATMULS = (
+    """        w = torch.cat([self.c_q.weight, self.c_k.weight, self.c_v.weight])
+        q, k, v = F.linear(x, w).view(B, T, 3, self.n_head, self.head_dim).unbind(2)
+""",
+    """        q = self.c_q(x).view(B, T, self.n_head, self.head_dim)
+        k = self.c_k(x).view(B, T, self.n_head, self.head_dim)
+        v = self.c_v(x).view(B, T, self.n_head, self.head_dim)
+""",
+)
+POINTWISE_TWO = ("triton.autotune_pointwise = False", "triton.autotune_pointwise = True")
+VE_EVERY_BLOCK = ("return VALUE_EMBEDS > 0 and layer % 2 == (depth - 1) % 2", "return VALUE_EMBEDS > 0")
+NO_OPTIMIZER_STEP = (
+    "        for opt in optimizers:\n            opt.step()\n        model.zero_grad",
+    "        model.zero_grad",
+)
+
 # (name, train.py constant overrides, options). Options: budget (seconds of training), whole
-# (compile the whole model instead of regions), sdpa (force one attention backend).
+# (compile the whole model instead of regions), sdpa (force one attention backend), inductor
+# (torch._inductor.config settings by dotted name, made before train.py runs), patch ((old, new)
+# replacements in train.py's source: a variant of the code, not only of its constants).
 SWEEP = [
-    ("d8-w512-b32", {}, {}),
-    ("d8-w512-b32-whole", {}, {"whole": True}),
-    ("d8-w512-b32-flash", {}, {"sdpa": "flash"}),
-    ("d8-w512-b32-cudnn", {}, {"sdpa": "cudnn"}),
+    # The shapes and compile modes that chose the baseline (2026-11-22, when its batch was 32).
+    ("d8-w512-b32", {"GPU_DEVICE_BATCH": 32}, {}),
+    ("d8-w512-b32-whole", {"GPU_DEVICE_BATCH": 32}, {"whole": True}),
+    ("d8-w512-b32-flash", {"GPU_DEVICE_BATCH": 32}, {"sdpa": "flash"}),
+    ("d8-w512-b32-cudnn", {"GPU_DEVICE_BATCH": 32}, {"sdpa": "cudnn"}),
     ("d8-w512-b64", {"GPU_DEVICE_BATCH": 64}, {}),
-    ("d8-w512-h64", {"GPU_HEAD_DIM": 64}, {}),
-    ("d8-w768-b32", {"GPU_MODEL_DIM": 768}, {}),
-    ("d12-w768-b32", {"GPU_DEPTH": 12, "GPU_MODEL_DIM": 768}, {}),
+    ("d8-w512-h64", {"GPU_DEVICE_BATCH": 32, "GPU_HEAD_DIM": 64}, {}),
+    ("d8-w768-b32", {"GPU_DEVICE_BATCH": 32, "GPU_MODEL_DIM": 768}, {}),
+    ("d12-w768-b32", {"GPU_DEVICE_BATCH": 32, "GPU_DEPTH": 12, "GPU_MODEL_DIM": 768}, {}),
+    # What a cold compile of train.py costs and what cuts it, and tokens/s without a change to the
+    # model (issue 12; benchmarks/README.md, "Fewer kernels, one matmul for q, k and v"). Each
+    # variant undoes or extends one choice of train.py: inductor's two launch configs per pointwise
+    # kernel (train.py keeps one), three matmuls for q, k and v (train.py has one), value embeddings
+    # in every block or in none (one block graph instead of two: a different model), batch 256 (the
+    # same optimizer steps; twice the memory, 107 GB: too much for an 80-GB H100), no pattern
+    # matcher, and no optimizer step (a diagnostic: weights that never move).
+    ("base", {}, {}),
+    ("pointwise-2", {}, {"patch": [POINTWISE_TWO]}),
+    ("qkv-three-matmuls", {}, {"patch": [QKV_THREE_MATMULS]}),
+    ("ve-every-block", {}, {"patch": [VE_EVERY_BLOCK]}),
+    ("ve-none", {"VALUE_EMBEDS": 0}, {}),
+    ("b256", {"GPU_DEVICE_BATCH": 256}, {}),
+    ("no-pattern-matcher", {}, {"inductor": {"pattern_matcher": False}}),
+    ("no-optimizer-step", {}, {"patch": [NO_OPTIMIZER_STEP]}),
 ]
 SEQ_LEN, VOCAB, EVAL_BATCH, EVAL_TOKENS = 2048, 8192, 32, 40 * 524288  # the gpu preset's
 
@@ -176,6 +217,45 @@ def _run_batch(model, x, y, token_bytes, vocab: int, device: str):
         return nats, token_bytes[y].sum()
 
 
+def load_train(patch=()):
+    """train.py as a module, with its source changed by (old, new) replacements first."""
+    import types
+
+    src = (REPO / "train.py").read_text()
+    for old, new in patch:
+        if old not in src:
+            raise SystemExit(f"a sweep case patches {old!r}, which train.py no longer has: update the case")
+        src = src.replace(old, new)
+    mod = types.ModuleType("train")
+    mod.__file__ = str(REPO / "train.py")
+    sys.modules["train"] = mod
+    exec(compile(src, mod.__file__, "exec"), mod.__dict__)
+    return mod
+
+
+def set_inductor_option(name: str, value) -> None:
+    """torch._inductor.config.<name> = value, for a dotted name ("triton.autotune_pointwise")."""
+    import torch._inductor.config as cfg
+
+    *path, leaf = name.split(".")
+    obj = cfg
+    for part in path:
+        obj = getattr(obj, part)
+    if not hasattr(obj, leaf):
+        raise SystemExit(f"torch._inductor.config has no {name} in this torch: update the case")
+    setattr(obj, leaf, value)
+
+
+def compile_stats() -> dict:
+    """What the cold compile did: torch.compile's timers and counters as the harness reports them,
+    and how many Triton kernels (cubins) it built into TRITON_CACHE_DIR."""
+    from harness.worker import compile_stats as timers
+
+    cache = os.environ.get("TRITON_CACHE_DIR")
+    cubins = sum(1 for _ in Path(cache).rglob("*.cubin")) if cache and Path(cache).is_dir() else None
+    return {**timers(), "triton_kernels_built": cubins}
+
+
 def sweep_case(name: str, overrides: dict, opts: dict) -> dict:
     """One case, in this (fresh) process. Returns the measurements."""
     t_start = time.monotonic()
@@ -184,11 +264,11 @@ def sweep_case(name: str, overrides: dict, opts: dict) -> dict:
     from harness.mfu import peak_flops
 
     t_import = time.monotonic() - t_start
-    spec = importlib.util.spec_from_file_location("train", REPO / "train.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    mod = load_train(opts.get("patch", ()))
     for k, v in overrides.items():
         setattr(mod, k, v)
+    for k, v in opts.get("inductor", {}).items():
+        set_inductor_option(k, v)
     res = {"name": name, "overrides": overrides, "opts": opts, "import_s": round(t_import, 2)}
     gpu = torch.cuda.get_device_name()
     peak, _ = peak_flops(gpu)
@@ -249,6 +329,7 @@ def sweep_case(name: str, overrides: dict, opts: dict) -> dict:
     torch.cuda.synchronize()
     t_end = time.monotonic()
     res["warmup_s"] = round(ctx.t_clock - t0, 2)  # model build + compile + warm-up step
+    res.update(compile_stats())
     res["train_s"] = round(t_end - ctx.t_clock, 2)
     res["steps"] = ctx.steps
     res["tokens_per_s"] = round(ctx.tokens_seen / (t_end - ctx.t_clock))
@@ -357,19 +438,31 @@ def profile_case() -> None:
     )
 
 
-def sweep(out_dir: Path, names: list[str] | None) -> list[dict]:
+def sweep(out_dir: Path, names: list[str] | None, deadline: float | None = None) -> list[dict]:
+    """Each case in a fresh process with empty compile caches: all of SWEEP, or `names` in the order
+    given (a name twice runs twice: interleave the arms of an A/B, a cold compile varies by seconds).
+    With a deadline (seconds from now), no case starts that the longest case so far would not fit."""
     import torch
 
     env_info = {"torch": torch.__version__, "gpu": torch.cuda.get_device_name(), "cuda": torch.version.cuda}
+    env_info["train_sha256"] = hashlib.sha256((REPO / "train.py").read_bytes()).hexdigest()  # before patches
     print(json.dumps(env_info), flush=True)
+    known = {n for n, _, _ in SWEEP}
+    unknown = [n for n in names or () if n not in known]
+    if unknown:
+        raise SystemExit(f"no sweep case named {', '.join(unknown)}; the cases: {', '.join(sorted(known))}")
     results = []
     stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
-    for name, _, _ in SWEEP:
-        if names and name not in names:
-            continue
+    t_sweep, longest = time.monotonic(), 60.0
+    for i, name in enumerate(names or [n for n, _, _ in SWEEP]):
+        if deadline is not None and time.monotonic() - t_sweep + longest > deadline:
+            print(f"deadline: {name} and {len(names or SWEEP) - i - 1} more not started", flush=True)
+            break
+        print(f"[{i + 1}/{len(names or SWEEP)}] {name} ...", flush=True)
         with tempfile.TemporaryDirectory() as cache:
-            env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": cache, "TRITON_CACHE_DIR": cache + "/triton"}
-            t0 = time.monotonic()
+            env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": cache, "TRITON_CACHE_DIR": cache + "/triton",
+                   "CUDA_CACHE_PATH": cache + "/nv"}  # fmt: skip
+            t0, ru0 = time.monotonic(), resource.getrusage(resource.RUSAGE_CHILDREN)
             p = subprocess.run(
                 [sys.executable, __file__, "_case", name],
                 cwd=REPO, env=env, capture_output=True, text=True, check=False,
@@ -380,17 +473,23 @@ def sweep(out_dir: Path, names: list[str] | None) -> list[dict]:
         else:
             r = json.loads(line[-1][len("RESULT ") :])
         r["process_s"] = round(time.monotonic() - t0, 1)
+        ru = resource.getrusage(resource.RUSAGE_CHILDREN)  # the case and its reaped compile workers
+        r["process_cpu_s"] = round(ru.ru_utime + ru.ru_stime - ru0.ru_utime - ru0.ru_stime, 1)
+        longest = max(longest, r["process_s"])
         results.append(r)
         print(json.dumps(r), flush=True)
         out = out_dir / f"sweep-{stamp}.json"  # after every case, so a cut-short sweep keeps its results
         out.write_text(json.dumps({"env": env_info, "date": stamp, "results": results}, indent=1))
-    cols = ["name", "tokens_per_s", "mfu", "steps", "warmup_s", "flop_count_s", "eval_first_batch_s",
-            "eval_21M_tokens_s", "compile_train_s", "compile_eval_s", "peak_mem_mb", "process_s"]  # fmt: skip
-    print()
-    print(" | ".join(cols))
+    cols = ["name", "tokens_per_s", "mfu", "steps", "warmup_s", "triton_kernels_built", "async_wait_s",
+            "params", "peak_mem_mb", "eval_21M_tokens_s", "process_s", "process_cpu_s"]  # fmt: skip
+    rows = []
     for r in results:
-        err = f" | ERROR {r['error'][-200:]}" if "error" in r else ""
-        print(" | ".join(str(r.get(c, "-")) for c in cols) + err)
+        r["async_wait_s"] = (r.get("compile_seconds") or {}).get("async_compile.wait")
+        rows.append([r.get(c, "-") for c in cols] + [("ERROR " + r["error"][-200:]) if "error" in r else ""])
+    from tabulate import tabulate
+
+    print()
+    print(tabulate(rows, headers=[*cols, ""]))
     return results
 
 
@@ -413,7 +512,8 @@ def main(argv=None) -> int:
     p.add_argument("names", nargs="*", help="sweep: only these cases; _case: the case")
     p.add_argument("--out-dir", default=str(RESULTS))
     p.add_argument("--preset", default="gpu")
-    a = p.parse_args(argv)
+    p.add_argument("--deadline", type=float, default=None, help="sweep: seconds from now")
+    a = p.parse_intermixed_args(argv)  # options before the case names too
     out_dir = Path(a.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     sys.path.insert(0, str(REPO))
@@ -425,7 +525,7 @@ def main(argv=None) -> int:
         profile_case()
         return 0
     if a.mode == "sweep":
-        sweep(out_dir, a.names)
+        sweep(out_dir, a.names, a.deadline)
         return 0
     m = run_harness(out_dir, a.preset)
     return 0 if m.get("status") == "ok" else 1

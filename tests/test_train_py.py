@@ -145,6 +145,28 @@ def test_warmup_does_not_train():
         assert torch.equal(p, q), f"{name} changed during warm-up"
 
 
+def test_q_k_and_v_come_from_their_own_weights(monkeypatch):
+    """Attention computes q, k and v in one matmul for speed; each must still be its own weight's
+    projection (Muon orthogonalises c_q, c_k and c_v apart), as three separate linears give."""
+    mod = load_train_module()
+    torch.manual_seed(0)
+    attn = mod.Attention(64, 16, value_embed=False)
+    x = torch.randn(2, 8, 64)
+    seen = {}
+
+    def sdpa(q, k, v, is_causal):  # what attention is given, [B, H, T, D]
+        seen.update(q=q, k=k, v=v)
+        return v
+
+    monkeypatch.setattr(mod.F, "scaled_dot_product_attention", sdpa)
+    # cos 1 and sin 0: the rotary leaves q and k as they are, so only the QK-norm remains.
+    attn(x, None, torch.ones(1, 8, 1, 8), torch.zeros(1, 8, 1, 8))
+    for name, lin in (("q", attn.c_q), ("k", attn.c_k), ("v", attn.c_v)):
+        y = lin(x).view(2, 8, 4, 16)
+        expected = (y if name == "v" else mod.norm(y)).transpose(1, 2)
+        torch.testing.assert_close(seen[name], expected, msg=f"{name} is not c_{name}'s projection")
+
+
 def test_stops_when_the_batches_end():
     """The iterator ending (the budget spent) ends training, part-way through an accumulation too."""
     mod = load_train_module()
