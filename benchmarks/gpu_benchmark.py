@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import importlib.util
 import json
 import os
 import resource
@@ -375,9 +374,7 @@ def profile_case() -> None:
     from torch.profiler import ProfilerActivity, profile
 
     print(f"import torch: {time.monotonic() - t0:.2f} s", flush=True)
-    spec = importlib.util.spec_from_file_location("train", REPO / "train.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    mod = load_train()
     dev = torch.device("cuda")
     b = mod.GPU_DEVICE_BATCH
 
