@@ -4,11 +4,19 @@ torch.compile (inductor, triton) writes its kernels under the sandbox's $HOME/.c
 CUDA driver with what it compiled from PTX (CUDA_CACHE_PATH, harness/sandbox.py). After a run,
 once nothing of the sandbox is alive, the harness keeps that directory in
 <state root>/compile/<sha256 of train.py>/ and seeds the next run of the *same* train.py with a
-copy. What the scoring's model processes compiled (preset.compile_scoring) is added to it (`merge`),
-and they are seeded from it too. A partition is only ever read by runs of the train.py that wrote
-it, so one candidate cannot poison another's kernels or the baseline's. Only regular files and
-directories are copied (no symlinks, no devices), up to MAX_BYTES; a partition that would grow past
-it is not kept.
+copy; the scoring's model processes are seeded from it too. A partition is only ever read by runs of
+the train.py that wrote it, so one candidate cannot poison another's kernels or the baseline's.
+
+Only the training sandbox's directory is kept, never a model process's. A model process sees the
+validation rows (it computes their logits) and runs the candidate's code, which may write anything
+into its cache directory; the next run of the same train.py, a replication, starts from this
+partition. Keeping what the scoring compiled once carried the validation rows into that run's
+training (tests/redteam/leak_val_cache.py). The training never sees validation data, so what it
+leaves carries none. The scoring therefore compiles its forward afresh in every run, beside the
+training (a cold compile: 19-24 s per model process on an H200 host, against a 300-s budget).
+
+Only regular files and directories are copied (no symlinks, no devices), up to MAX_BYTES; a
+partition that would grow past it is not kept.
 """
 
 from __future__ import annotations
@@ -101,47 +109,6 @@ def keep(scratch: Path, train_sha256: str) -> int:
         return _keep(scratch / SUBDIR, partition(train_sha256))
     except OSError:  # a read-only or full cache: the next run starts cold
         return 0
-
-
-def merge(scratch: Path, train_sha256: str) -> int:
-    """After a scoring model process is dead: add to the partition what its compile left in its
-    $HOME/.cache and the partition lacks (bytes added; 0 when nothing, or when the partition would
-    grow past MAX_BYTES). The model processes run the same train.py, so their kernels belong to the
-    same partition; what is already there is never replaced."""
-    try:
-        return _merge(scratch / SUBDIR, partition(train_sha256))
-    except OSError:
-        return 0
-
-
-def _merge(src: Path, part: Path) -> int:
-    # Only what the partition lacks is read: a warm run's model process holds the whole seeded copy
-    # (tens of MB in thousands of small files), and copying that to find nothing new took longer
-    # than the scoring it follows.
-    if not src.is_dir() or src.is_symlink() or not part.is_dir():
-        return 0
-    missing: list[tuple[Path, Path, int]] = []
-    for root, _dirs, files in os.walk(src, followlinks=False):
-        for name in files:
-            s = Path(root) / name
-            d = part / s.relative_to(src)
-            st = s.lstat()
-            if stat.S_ISREG(st.st_mode) and not os.path.lexists(d):
-                missing.append((s, d, st.st_size))
-    if not missing:
-        return 0
-    have = sum(p.lstat().st_size for p in part.rglob("*") if p.is_file() and not p.is_symlink())
-    total = sum(n for _, _, n in missing)
-    if have + total > MAX_BYTES:
-        return 0
-    for s, d, _ in missing:
-        d.parent.mkdir(parents=True, exist_ok=True)
-        if d.parent.is_symlink() or not d.parent.resolve().is_relative_to(part.resolve()):
-            continue  # never through a link, though the partition holds none (_copy_tree copies none)
-        tmp = d.with_name(f"{d.name}.merge-{os.getpid()}")
-        _copy_file(s, tmp)
-        os.replace(tmp, d)
-    return total
 
 
 def _keep(src: Path, part: Path) -> int:

@@ -234,8 +234,9 @@ def same_kernels_in_both() -> bool:
 
 def compile_forward(torch, model, forward, rows: int, T: int, V: int, device: str, backend="inductor"):
     """(the compiled model, seconds) or (None, seconds): the candidate's forward compiled for the
-    scoring, while the candidate still trains, with the harness's compile cache (seeded from this
-    train.py's partition, kept after the run: harness/compile_cache.py).
+    scoring, while the candidate still trains, from the harness's compile cache (seeded from this
+    train.py's partition; what it compiles is never kept, since this process sees the validation
+    rows: harness/compile_cache.py).
 
     The batch dimension is dynamic, so the warm-up forward needs only 2 rows of activations and
     logits: it runs beside the candidate's training on the same GPU, whose memory is the

@@ -758,13 +758,9 @@ def run(
         )
     metrics["leftover_processes_killed"] += kill_descendants()
     mark("score_s")
-    if any(res.get("eval_compile_seconds") or ()):  # the model processes compiled (a GPU preset)
-        for job in background:  # the training's kernels first: merge only adds what is missing
-            job.join()
-        metrics["compile_cache_merged_bytes"] = compile_cache.merge(
-            run_dir / f"model-{models[0].name}", metrics["train_sha256"]
-        )
-    mark("merge_s")
+    # What the model processes compiled is never kept: they saw the validation rows and ran the
+    # candidate's code, and the next run of this train.py (a replication) starts from this partition,
+    # so a kept file would carry those rows into its training (tests/redteam/leak_val_cache.py).
     for k in (
         "val_bpb",
         "val_loss",

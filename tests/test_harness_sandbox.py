@@ -254,6 +254,31 @@ def test_validation_data_is_out_of_reach(prepared_tiny, cache_dir, tmp_path, nam
         assert mode == "inprocess-on" and "validation data never enters training" in m["error"], m["error"]
 
 
+@needs_bwrap
+def test_what_the_scoring_saw_never_reaches_a_later_training(prepared_tiny, tmp_path):
+    """The scoring's model processes see the validation rows, and they run the candidate's forward,
+    which can write them into its compile-cache directory. Two runs of one train.py share a
+    compile-cache partition (a replication is exactly that), so nothing a model process wrote may be
+    kept: the second run's training must not find the rows. With the in-process checks off: the
+    harness's own handling of the cache is what is tested. The scoring compiles (the eager backend a
+    test may ask for), as a GPU preset's does."""
+    f = tmp_path / "train.py"
+    f.write_text((REDTEAM / "leak_val_cache.py").read_text())
+    cache = tmp_path / "compile"
+    env = {ENV_TEST_SCORING_BACKEND: "eager", "AUTORESEARCH_COMPILE_CACHE": str(cache)}
+    logs = []
+    for i in (1, 2):
+        d = tmp_path / f"run{i}"
+        d.mkdir()
+        p, m, log = run(f, d, "inprocess-off", env=env)
+        assert_result(p, m)
+        assert m["status"] == "ok" and m["eval_compiled"] is True, m["error"]
+        logs.append(log)
+    assert "LEAK none" in logs[0], logs[0][-2000:]
+    assert "LEAK none" in logs[1] and "LEAK found" not in logs[1], logs[1][-2000:]
+    assert not list(cache.rglob("rows.bin")), "a model process's file is in the compile cache"
+
+
 # -- the causality probe ------------------------------------------------------------------------------
 
 

@@ -548,30 +548,6 @@ def test_an_unusable_compile_cache_is_a_cold_start_never_a_failed_run(tmp_path, 
     assert compile_cache.seed(fresh, "e" * 64, None) == 0 and not (fresh / ".cache").exists()
 
 
-def test_merge_adds_what_a_model_process_compiled_and_replaces_nothing(tmp_path, monkeypatch):
-    from harness import compile_cache
-
-    monkeypatch.setenv("AUTORESEARCH_CACHE", str(tmp_path / "cache"))
-    train = tmp_path / "train"
-    (train / ".cache" / "inductor").mkdir(parents=True)
-    (train / ".cache" / "inductor" / "train.py").write_text("training kernel")
-    assert compile_cache.keep(train, "a" * 64) > 0
-    model = tmp_path / "model-a"
-    (model / ".cache" / "inductor" / "fx").mkdir(parents=True)
-    (model / ".cache" / "inductor" / "train.py").write_text("a different copy")
-    (model / ".cache" / "inductor" / "fx" / "eval.py").write_text("scoring kernel")
-    (model / ".cache" / "link").symlink_to("/etc/passwd")
-    assert compile_cache.merge(model, "a" * 64) == len("scoring kernel")
-    part = compile_cache.partition("a" * 64)
-    assert (part / "inductor" / "fx" / "eval.py").read_text() == "scoring kernel"
-    assert (part / "inductor" / "train.py").read_text() == "training kernel"
-    assert not (part / "link").exists() and not list(tmp_path.glob("cache/**/*.merge-*"))
-    assert compile_cache.merge(model, "b" * 64) == 0  # no partition of that train.py: nothing to add to
-    monkeypatch.setattr(compile_cache, "MAX_BYTES", 1)  # a partition that would outgrow the limit
-    (model / ".cache" / "inductor" / "fx" / "more.py").write_text("more")
-    assert compile_cache.merge(model, "a" * 64) == 0 and not (part / "inductor" / "fx" / "more.py").exists()
-
-
 def test_the_training_cache_is_kept_beside_the_scoring(tmp_path, monkeypatch):
     """The supervisor keeps the training sandbox's compile cache in a thread while the scoring runs
     (finish() joins it): the partition gets it, the metrics say how much, the scratch goes."""
