@@ -10,7 +10,10 @@ served over HTTP on 127.0.0.1 and prepared through the climbmix code path). See 
     python benchmarks/gpu_code_corpus.py short TRAIN --budget 60 --seed 0 --out r.json
         the same run with the training budget replaced (only the supervisor's: see SHORT_BUDGET), for
         sweeps of tokens/s and for timing what lies outside the budget (a benchmark, not a preset:
-        its val_bpb is only compared with other runs at the same budget)
+        its val_bpb is only compared with other runs at the same budget). The scoring compiles its
+        forward afresh in every run, beside the training (19-24 s cold on an H200: what it compiles
+        is never kept, harness/compile_cache.py): a shorter budget makes the evaluation wait for
+        it, so time the start-up at 30 s or more
     python benchmarks/gpu_code_corpus.py variant TRAIN OUT NAME=VALUE ...
         a copy of TRAIN with top-level constants replaced (what a sweep runs)
     python benchmarks/gpu_code_corpus.py plan PLAN.json --out-dir DIR
