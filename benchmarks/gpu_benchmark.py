@@ -444,18 +444,19 @@ def sweep(out_dir: Path, names: list[str] | None, deadline: float | None = None)
     env_info = {"torch": torch.__version__, "gpu": torch.cuda.get_device_name(), "cuda": torch.version.cuda}
     env_info["train_sha256"] = hashlib.sha256((REPO / "train.py").read_bytes()).hexdigest()  # before patches
     print(json.dumps(env_info), flush=True)
+    order = names or [n for n, _, _ in SWEEP]
     known = {n for n, _, _ in SWEEP}
-    unknown = [n for n in names or () if n not in known]
+    unknown = [n for n in order if n not in known]
     if unknown:
         raise SystemExit(f"no sweep case named {', '.join(unknown)}; the cases: {', '.join(sorted(known))}")
     results = []
     stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
     t_sweep, longest = time.monotonic(), 60.0
-    for i, name in enumerate(names or [n for n, _, _ in SWEEP]):
+    for i, name in enumerate(order):
         if deadline is not None and time.monotonic() - t_sweep + longest > deadline:
-            print(f"deadline: {name} and {len(names or SWEEP) - i - 1} more not started", flush=True)
+            print(f"deadline: {name} and {len(order) - i - 1} more not started", flush=True)
             break
-        print(f"[{i + 1}/{len(names or SWEEP)}] {name} ...", flush=True)
+        print(f"[{i + 1}/{len(order)}] {name} ...", flush=True)
         with tempfile.TemporaryDirectory() as cache:
             env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": cache, "TRITON_CACHE_DIR": cache + "/triton",
                    "CUDA_CACHE_PATH": cache + "/nv"}  # fmt: skip
