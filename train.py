@@ -373,9 +373,11 @@ def train(ctx):
     if cuda:
         # Regional compilation: every block runs the same code, so one compiled graph serves all
         # of them (one more for the blocks with a value embedding) and compile time does not grow
-        # with depth. The head is the other region. One launch config per pointwise kernel instead
-        # of two to compile and time at the first call: a quarter fewer Triton kernels (61 to 45),
-        # a cold compile 1.2-4.6 s shorter, the same tokens/s (H200, benchmarks/README.md).
+        # with depth. The head is the other region. (model.compile(), one graph unrolled over the
+        # blocks, gave 4% more tokens/s on an H200 for a cold compile 3-4 s longer at depth 8.)
+        # One launch config per pointwise kernel instead of two to compile and time at the first
+        # call: a quarter fewer Triton kernels (61 to 45), a cold compile 1.2-4.6 s shorter, the
+        # same tokens/s (H200, benchmarks/README.md).
         from torch._inductor import config as inductor_config  # here: a second of import on the CPU
 
         inductor_config.triton.autotune_pointwise = False

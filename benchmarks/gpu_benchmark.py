@@ -3,6 +3,9 @@
     python benchmarks/gpu_benchmark.py run   [--out-dir DIR]   the gpu preset through the harness
     python benchmarks/gpu_benchmark.py sweep [CASE ...] [--deadline S] [--out-dir DIR]
                                                         variants of train.py, ~45-60 s each
+    python benchmarks/gpu_benchmark.py profile          where the warm-up and a step go: first calls
+                                                        timed, the optimizer step's GPU time against
+                                                        the forward and backward (CUDA events), kernels
 
 `run` is the number to quote: `python -m harness run train.py --preset gpu` exactly as the loop runs
 it, then a table from its metrics.json (MFU with the peak it divides by, tokens/s, steps, val_bpb,
@@ -51,6 +54,14 @@ QKV_THREE_MATMULS = (
 )
 POINTWISE_TWO = ("triton.autotune_pointwise = False", "triton.autotune_pointwise = True")
 VE_EVERY_BLOCK = ("return VALUE_EMBEDS > 0 and layer % 2 == (depth - 1) % 2", "return VALUE_EMBEDS > 0")
+WHOLE_MODEL = (
+    """        for block in model.blocks:
+            block.compile(dynamic=False)
+        model.head.compile(dynamic=False)
+""",
+    """        model.compile(dynamic=False)
+""",
+)
 NO_OPTIMIZER_STEP = (
     "        for opt in optimizers:\n            opt.step()\n        model.zero_grad",
     "        model.zero_grad",
@@ -76,7 +87,8 @@ SWEEP = [
     # kernel (train.py keeps one), three matmuls for q, k and v (train.py has one), value embeddings
     # in every block or in none (one block graph instead of two: a different model), batch 256 (the
     # same optimizer steps; twice the memory, 107 GB: too much for an 80-GB H100), no pattern
-    # matcher, and no optimizer step (a diagnostic: weights that never move).
+    # matcher, no optimizer step (a diagnostic: weights that never move), and the whole model compiled
+    # as one region instead of per block (two FX graphs instead of six, each unrolled over the depth).
     ("base", {}, {}),
     ("pointwise-2", {}, {"patch": [POINTWISE_TWO]}),
     ("qkv-three-matmuls", {}, {"patch": [QKV_THREE_MATMULS]}),
@@ -85,6 +97,7 @@ SWEEP = [
     ("b256", {"GPU_DEVICE_BATCH": 256}, {}),
     ("no-pattern-matcher", {}, {"inductor": {"pattern_matcher": False}}),
     ("no-optimizer-step", {}, {"patch": [NO_OPTIMIZER_STEP]}),
+    ("whole-model", {}, {"patch": [WHOLE_MODEL]}),
 ]
 SEQ_LEN, VOCAB, EVAL_BATCH, EVAL_TOKENS = 2048, 8192, 32, 40 * 524288  # the gpu preset's
 
@@ -412,6 +425,7 @@ def profile_case() -> None:
     model.train()
     for _ in range(2):
         model(x, x).backward()
+    step_timing(torch, mod, model, opts, x)
     acts = [ProfilerActivity.CPU, ProfilerActivity.CUDA]
     with profile(activities=acts) as prof:
         for _ in range(4):
@@ -433,6 +447,39 @@ def profile_case() -> None:
         "flop count [1, T] (last: compiled frames run eagerly after it)",
         lambda: flops_per_token(model, SEQ_LEN, VOCAB, "cuda"),
     )
+
+
+def step_timing(torch, mod, model, opts, x, steps: int = 20) -> dict:
+    """GPU time of the optimizer steps against the forward and backward passes, by CUDA events.
+
+    An optimizer step as train.py takes it: GPU_TOTAL_BATCH tokens of micro-batches, then every
+    optimizer's step() and zero_grad. The events time the GPU's work, so the CPU's launch time shows
+    only where the GPU waited for it.
+    """
+    accum = max(1, mod.GPU_TOTAL_BATCH // (x.size(0) * x.size(1)))
+    ev = [torch.cuda.Event(enable_timing=True) for _ in range(3 * steps)]
+    for i in range(steps):
+        ev[3 * i].record()
+        for _ in range(accum):
+            model(x, x).backward()
+        ev[3 * i + 1].record()
+        for o in opts:
+            o.step()
+        model.zero_grad(set_to_none=True)
+        ev[3 * i + 2].record()
+    torch.cuda.synchronize()
+    fb = [ev[3 * i].elapsed_time(ev[3 * i + 1]) for i in range(2, steps)]  # the first two: warm-up
+    op = [ev[3 * i + 1].elapsed_time(ev[3 * i + 2]) for i in range(2, steps)]
+    out = {
+        "micro_batches_per_step": accum,
+        "forward_backward_ms": round(sum(fb) / len(fb), 2),
+        "optimizer_ms": round(sum(op) / len(op), 2),
+    }
+    out["optimizer_share_percent"] = round(
+        100 * out["optimizer_ms"] / (out["forward_backward_ms"] + out["optimizer_ms"]), 2
+    )
+    print(f"optimizer step timing (CUDA events, mean of steps 3-{steps}): {json.dumps(out)}", flush=True)
+    return out
 
 
 def sweep(out_dir: Path, names: list[str] | None, deadline: float | None = None) -> list[dict]:
