@@ -40,6 +40,7 @@ import os
 import random
 import select
 import shutil
+import subprocess
 import threading
 import time
 from dataclasses import dataclass, field
@@ -63,6 +64,30 @@ LN2 = math.log(2)
 POLL_S = 0.2
 WEIGHTS_INSIDE = "/opt/autoresearch/model/weights.safetensors"
 TRAIN_INSIDE = "/opt/autoresearch/candidate/train.py"
+
+
+# What a model process says about its own failure reaches metrics.json, the ledger, a PR comment and the
+# dashboard. It has seen validation rows, so that text is capped harder than a training's (8,000
+# characters): every line cut to MODEL_LINE_CHARS (a traceback's frames are short; an exception's
+# message keeps its start), then the first line (what failed) and the end (the traceback's last frames
+# and the exception), MODEL_ERROR_CHARS in all: enough to debug, too little to carry the rows out.
+MODEL_ERROR_CHARS = 2000
+MODEL_LINE_CHARS = 300
+MODEL_LOG_LINES = 12
+
+
+def bounded(text: str, limit: int = MODEL_ERROR_CHARS) -> str:
+    """`text` with every line cut to MODEL_LINE_CHARS, then to at most `limit` characters: its first
+    line and its end."""
+    lines = [
+        ln if len(ln) <= MODEL_LINE_CHARS else ln[: MODEL_LINE_CHARS - 3] + "..." for ln in text.splitlines()
+    ]
+    text = "\n".join(lines)
+    if len(text) <= limit:
+        return text
+    head, _, rest = text.partition("\n")
+    keep = limit - len(head) - len("\n...\n")
+    return f"{head}\n...\n{rest[-keep:]}" if keep > 0 else head[:limit]
 
 
 class ScoreFailure(Exception):
@@ -287,15 +312,30 @@ class ModelProc:
     def failure(self, msg: dict | None) -> ScoreFailure:
         if msg is not None and msg.get("op") == "fail":
             status = msg.get("status") if msg.get("status") in ("crash", "invalid", "nan") else "invalid"
-            return ScoreFailure(status, str(msg.get("error"))[:8000])
+            return ScoreFailure(status, bounded(str(msg.get("error"))))
+        if msg is not None:
+            op = bounded(str(msg.get("op")), 80)
+            return ScoreFailure("crash", f"crash: a model process of the scoring sent {op!r} out of turn")
         rc = self.sp.poll()
-        how = f"was killed by signal {-rc}" if rc is not None and rc < 0 else f"exited with code {rc}"
+        if rc is None:  # its socket closed a moment before it could be reaped
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                rc = self.sp.proc.wait(timeout=2)
+        if rc is None:
+            how = "stopped answering"
+        elif rc < 0:
+            how = f"was killed by signal {-rc}"
+        elif rc > 128:  # bubblewrap passes a signalled child on as 128 + the signal
+            how = f"exited with code {rc} (signal {rc - 128})"
+        else:
+            how = f"exited with code {rc}"
         from harness.supervisor import tail_lines
 
         return ScoreFailure(
             "crash",
-            f"crash: a model process of the scoring {how} during evaluation (SIGKILL: possibly out of "
-            f"memory)\n{tail_lines(self.log_path)}",
+            bounded(
+                f"crash: a model process of the scoring {how} during evaluation (SIGKILL: possibly out of "
+                f"memory)\n{tail_lines(self.log_path, MODEL_LOG_LINES)}"
+            ),
         )
 
 
@@ -478,7 +518,8 @@ def score(procs: list[ModelProc], *, data, preset, device: str, weights: Path, l
     def buffer_reply(mp, msg):
         if msg.get("op") == "buffer_failed" and mp.kind != "host":
             log(
-                f"harness: the {mp.kind} logits transport failed in a model process ({msg.get('error')}); "
+                f"harness: the {mp.kind} logits transport failed in a model process "
+                f"({bounded(str(msg.get('error')), 300)}); "
                 "copying logits through host memory"
             )
             mp.buffer.close()

@@ -36,10 +36,15 @@ def tail(text: str, limit: int = TRACEBACK_TAIL_CHARS) -> str:
     return text if len(text) <= limit else "..." + text[-limit:]
 
 
-def exc_tail(exc: BaseException) -> str:
+def exc_tail(exc: BaseException, line_chars: int = 1000) -> str:
+    """The end of the traceback, each line cut first: an exception whose message is one huge line
+    still shows its type and the start of its message."""
     import traceback
 
-    return tail("".join(traceback.format_exception(type(exc), exc, exc.__traceback__)).rstrip())
+    text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)).rstrip()
+    return tail(
+        "\n".join(ln if len(ln) <= line_chars else ln[:line_chars] + "..." for ln in text.splitlines())
+    )
 
 
 def say(msg: str) -> None:

@@ -34,7 +34,7 @@ import pytest
 from harness.presets import get_preset, overrun_tolerance
 from harness.protocol import METRIC_KEYS
 from harness.sandbox import ENV_FORCE_NONE, ENV_INPROCESS_OFF, probe
-from harness.scorer import ENV_TEST_SCORING_BACKEND
+from harness.scorer import ENV_TEST_SCORING_BACKEND, MODEL_ERROR_CHARS, MODEL_LOG_LINES
 
 REPO = Path(__file__).resolve().parents[1]
 REDTEAM = REPO / "tests" / "redteam"
@@ -314,6 +314,19 @@ def test_a_model_that_crashes_in_evaluation_is_the_candidates_crash(prepared_tin
     p, m, _ = run(REDTEAM / "eval_crash.py", tmp_path, mode)
     assert_result(p, m)
     assert m["status"] == "crash" and "kaboom" in m["error"], m["error"]
+    # Its message held every token id of its batch (thousands of characters): the end survives, cut.
+    assert "ROWS" in m["error"] and len(m["error"]) <= MODEL_ERROR_CHARS, len(m["error"])
+
+
+@needs_bwrap
+def test_a_killed_model_process_reports_only_the_end_of_its_log(prepared_tiny, tmp_path):
+    """The model process prints the rows it was given, one line each, then SIGKILLs itself: the error
+    names the signal and carries at most MODEL_LOG_LINES of that log, within MODEL_ERROR_CHARS."""
+    p, m, _ = run(adversary("eval_crash.py", tmp_path, HOW="kill"), tmp_path)
+    assert_result(p, m)
+    assert m["status"] == "crash" and re.search(r"signal 9\b", m["error"].splitlines()[0]), m["error"]
+    rows = [line for line in m["error"].splitlines() if line.startswith("ROWS")]
+    assert 0 < len(rows) <= MODEL_LOG_LINES and len(m["error"]) <= MODEL_ERROR_CHARS, m["error"]
 
 
 # -- results, processes and files outside the sandbox ---------------------------------------------------

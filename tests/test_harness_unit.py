@@ -22,8 +22,18 @@ import torch.nn.functional as F
 from harness.channel import Channel, ProtocolError
 from harness.integrity import AuditGuard, harness_sha256, scrub_env, static_scan
 from harness.mfu import mfu_percent, peak_flops
-from harness.scorer import ScoreFailure, Tally, bpb, log_softmax_np, make_plan
+from harness.scorer import (
+    MODEL_ERROR_CHARS,
+    MODEL_LINE_CHARS,
+    ScoreFailure,
+    Tally,
+    bounded,
+    bpb,
+    log_softmax_np,
+    make_plan,
+)
 from harness.supervisor import METRIC_KEYS, blank_metrics
+from harness.worker import exc_tail
 
 # -- static scan --------------------------------------------------------------------------------------
 
@@ -259,6 +269,30 @@ def test_hard_deadline_covers_the_wall_deadline_of_the_cpu_clock():
             p.startup_allowance_seconds + training_wall_deadline_seconds(p) + p.eval_timeout_seconds
             + HARNESS_OVERHEAD_S)  # fmt: skip
     assert training_wall_deadline_seconds(get_preset("cpu")) > get_preset("cpu").budget_seconds * 2
+
+
+def test_a_model_processs_error_keeps_its_first_line_and_end_within_the_cap():
+    short = "crash: build_model(ctx) raised\nTraceback\nValueError: no"
+    assert bounded(short) == short
+    one_line = bounded("x" * 50_000)
+    assert len(one_line) == MODEL_LINE_CHARS and one_line.endswith("...")
+    frames = [f'  File "train.py", line {i}, in f' for i in range(2_000)]
+    text = (
+        "crash: the model raised during evaluation\n" + "\n".join(frames) + "\nRuntimeError: " + "7 " * 9_000
+    )
+    cut = bounded(text)
+    assert len(cut) <= MODEL_ERROR_CHARS
+    first, *_, last = cut.splitlines()
+    assert first == "crash: the model raised during evaluation" and last.startswith("RuntimeError: 7 7")
+    assert "line 1999, in f" in cut and "line 0, in f" not in cut
+
+
+def test_a_traceback_with_a_huge_message_keeps_the_exceptions_type_and_start():
+    try:
+        raise RuntimeError("kaboom " + "1 " * 100_000)
+    except RuntimeError as e:
+        text = exc_tail(e)
+    assert len(text) < 5_000 and "RuntimeError: kaboom 1 1" in text
 
 
 def test_blank_metrics_has_every_contract_key():

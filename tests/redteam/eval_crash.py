@@ -1,12 +1,19 @@
-"""Red team: a model whose forward raises in evaluation (eval mode). Expected: crash, the candidate's (never
-infra_error), with the model process's traceback tail.
+"""Red team: a model whose forward fails in evaluation (eval mode), trying to carry the validation rows it
+was given out through its error. HOW = "raise": it raises with every token id it saw in the message;
+"kill": it prints them into its log, then SIGKILLs itself (the scorer reports the log's tail).
+Expected: crash, the candidate's (never infra_error), with the model process's traceback tail, cut to
+harness.scorer.MODEL_ERROR_CHARS: the rows do not get out whole.
 """
+
+import os
+import signal
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 MAX_STEPS = 2  # 0: train until the budget is spent
+HOW = "__HOW__"  # the test substitutes "raise" or "kill"; left as it is, it raises
 
 
 class Fragile(nn.Module):
@@ -17,7 +24,12 @@ class Fragile(nn.Module):
 
     def forward(self, idx):
         if not self.training:
-            raise RuntimeError("kaboom: breaks in evaluation")
+            seen = " ".join(str(t) for t in idx.flatten().tolist())
+            if HOW == "kill":
+                for row in idx.tolist():
+                    print("ROWS " + " ".join(map(str, row)), flush=True)
+                os.kill(os.getpid(), signal.SIGKILL)
+            raise RuntimeError(f"kaboom: breaks in evaluation; ROWS {seen}")
         return self.out(self.emb(idx))
 
 
