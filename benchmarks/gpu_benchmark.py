@@ -122,6 +122,11 @@ def run_harness(out_dir: Path, preset: str = "gpu") -> dict:
     return m
 
 
+def phase_rows(phases: dict | None, indent: str) -> list[tuple[str, str]]:
+    """One row per phase of the harness's startup_phases / finish_phases (seconds, in order)."""
+    return [(f"{indent}{name}", fmt(v, ".2f")) for name, v in (phases or {}).items()]
+
+
 def print_run_table(m: dict) -> None:
     startup, eval_s = m.get("startup_seconds"), m.get("eval_seconds")
     train_s, total_s = m.get("training_seconds"), m.get("total_seconds")
@@ -143,8 +148,20 @@ def print_run_table(m: dict) -> None:
         ("training seconds", fmt(train_s, ".1f")),
         ("total seconds", fmt(total_s, ".1f")),
         ("outside the budget (total - training)", fmt(outside, ".1f")),
-        ("  start-up (spawn to clock start)", fmt(startup, ".1f")),
+        ("  start-up (spawn to clock start; below, harness_s comes before the spawn)", fmt(startup, ".1f")),
+        *phase_rows(m.get("startup_phases"), "    "),
+        (
+            "      of harness_s: bytecode warm-up (once per install)",
+            fmt(m.get("bytecode_warm_seconds"), ".2f"),
+        ),
+        ("      of harness_s: compile cache seeded (bytes)", fmt(m.get("compile_cache_seeded_bytes"), ",")),
+        (
+            "  after training (training end to result)",
+            fmt(sum((m.get("finish_phases") or {}).values()), ".1f"),
+        ),
+        *phase_rows(m.get("finish_phases"), "    "),
         ("  evaluation", fmt(eval_s, ".1f")),
+        ("  the scoring's compile, per model process (beside the training)", m.get("eval_compile_seconds")),
         ("peak memory MB", fmt(m.get("peak_memory_mb"), ",.0f")),
     ]
     if m.get("error"):

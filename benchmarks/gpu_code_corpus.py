@@ -301,20 +301,28 @@ def fmt(v, spec):
 
 
 def print_table(results: list[dict]) -> None:
-    cols = ("name", "status", "val_bpb", "steps", "tok/s", "mfu", "startup", "train_s", "eval_s", "spikes",
-            "max_ratio", "peak_MB")  # fmt: skip
-    print(" | ".join(cols))
+    """One row per run; startup is spawn to clock start, train.py its own warm-up (import, build,
+    compile), bytecode the harness's once-per-install warm-up, outside the run's seconds outside its
+    budget (total - training)."""
+    from tabulate import tabulate
+
+    cols = ("name", "status", "val_bpb", "steps", "tok/s", "mfu", "startup", "train.py", "bytecode",
+            "outside", "train_s", "eval_s", "spikes", "max_ratio", "peak_MB")  # fmt: skip
+    rows = []
     for r in results:
         sc = _get(r, "spike_check") or {}
         row = (
             r.get("name"), r.get("status"), fmt(r.get("val_bpb"), ".4f"), r.get("num_steps"),
             fmt(r.get("tokens_per_s") or r.get("tokens_per_second"), ",.0f"),
             fmt(r.get("mfu_percent"), ".1f"), fmt(r.get("startup_s") or r.get("startup_seconds"), ".1f"),
+            fmt((r.get("startup_phases") or {}).get("train_py_s"), ".1f"),
+            fmt(r.get("bytecode_warm_seconds"), ".1f"), fmt(_get(r, "outside_budget_s"), ".1f"),
             fmt(r.get("training_s") or r.get("training_seconds"), ".1f"),
             fmt(r.get("eval_s") or r.get("eval_seconds"), ".1f"), len(sc.get("spikes", [])),
             sc.get("max_ratio"), fmt(r.get("peak_memory_mb"), ",.0f"),
         )  # fmt: skip
-        print(" | ".join(str(c) for c in row), flush=True)
+        rows.append(row)
+    print(tabulate(rows, headers=cols, disable_numparse=True), flush=True)
 
 
 def main(argv=None) -> int:
