@@ -3,6 +3,10 @@
     python benchmarks/gpu_benchmark.py run   [--out-dir DIR]   the gpu preset through the harness
     python benchmarks/gpu_benchmark.py sweep [CASE ...] [--deadline S] [--out-dir DIR]
                                                         variants of train.py, ~45-60 s each
+    python benchmarks/gpu_benchmark.py compile-cpu CASE ...
+                                                        a hint without a GPU: each case's regions
+                                                        compiled cold by inductor on the CPU (C++
+                                                        kernels, the same chain of FX graphs)
     python benchmarks/gpu_benchmark.py profile          where the warm-up and a step go: first calls
                                                         timed, the optimizer step's GPU time against
                                                         the forward and backward (CUDA events), kernels
@@ -76,8 +80,7 @@ VE_ZEROS = [
     ),
     (
         "            x = x0.clone()",
-        "            ve_zeros = x0 * 0 if len(self.value_embeds) else None\n"
-        "            x = x0.clone()",
+        "            ve_zeros = x0 * 0 if len(self.value_embeds) else None\n            x = x0.clone()",
     ),
 ]
 NO_OPTIMIZER_STEP = (
@@ -520,6 +523,62 @@ def step_timing(torch, mod, model, opts, x, steps: int = 20) -> dict:
     return out
 
 
+def compile_cpu(names: list[str]) -> None:
+    """Each case in a fresh process: its model (GPU depth, CPU width: 128, sequence 256) compiled per
+    region as train.py does, with inductor on the CPU and an empty cache; the first forward and
+    backward timed. What changes the number of FX graphs shows here too; the seconds are not a GPU's."""
+    cases = {n: (o, opt) for n, o, opt in SWEEP}
+    unknown = [n for n in names if n not in cases]
+    if unknown or not names:
+        raise SystemExit(
+            f"name sweep cases (unknown: {', '.join(unknown) or 'none'}); the cases: {', '.join(cases)}"
+        )
+    rows = []
+    for i, name in enumerate(names, 1):
+        print(f"[{i}/{len(names)}] {name} ...", flush=True)
+        with tempfile.TemporaryDirectory() as cache:
+            env = dict(os.environ, TORCHINDUCTOR_CACHE_DIR=cache, CUDA_VISIBLE_DEVICES="")
+            cmd = [sys.executable, __file__, "_compile_cpu", name]
+            out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
+        line = next((ln for ln in out.stdout.splitlines() if ln.startswith("RESULT ")), None)
+        if line is None:
+            raise SystemExit(f"{name}: failed\n{out.stderr[-3000:]}")
+        res = json.loads(line[len("RESULT ") :])
+        print(json.dumps(res), flush=True)
+        rows.append([res["name"], res["first_forward_backward_s"], res["unique_graphs"]])
+    from tabulate import tabulate
+
+    print()
+    print(tabulate(rows, headers=["case", "first forward + backward s (CPU)", "unique graphs"]))
+
+
+def _compile_cpu_case(name: str) -> dict:
+    import torch
+    from torch._dynamo.utils import counters
+
+    overrides, opts = {n: (o, opt) for n, o, opt in SWEEP}[name]
+    mod = load_train(opts.get("patch", ()))
+    for k, v in overrides.items():
+        setattr(mod, k, v)
+    torch.manual_seed(0)
+    model = mod.GPT(4096, 256, mod.GPU_DEPTH, 128, 32)
+    if WHOLE_MODEL in opts.get("patch", ()):
+        model.compile(dynamic=False)
+    else:
+        for block in model.blocks:
+            block.compile(dynamic=False)
+        model.head.compile(dynamic=False)
+    x = torch.randint(0, 4096, (4, 256))
+    t0 = time.monotonic()
+    model(x, x).backward()
+    return {
+        "name": name,
+        "first_forward_backward_s": round(time.monotonic() - t0, 2),
+        "unique_graphs": counters["stats"]["unique_graphs"],
+        "device": "cpu",
+    }
+
+
 def sweep(out_dir: Path, names: list[str] | None, deadline: float | None = None) -> list[dict]:
     """Each case in a fresh process with empty compile caches: all of SWEEP, or `names` in the order
     given (a name twice runs twice: interleave the arms of an A/B, a cold compile varies by seconds).
@@ -591,7 +650,8 @@ def print_table(rows) -> None:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("mode", choices=["run", "sweep", "profile", "_case"], nargs="?", default="run")
+    modes = ["run", "sweep", "profile", "compile-cpu", "_case", "_compile_cpu"]
+    p.add_argument("mode", choices=modes, nargs="?", default="run")
     p.add_argument("names", nargs="*", help="sweep: only these cases; _case: the case")
     p.add_argument("--out-dir", default=str(RESULTS))
     p.add_argument("--preset", default="gpu")
@@ -603,6 +663,12 @@ def main(argv=None) -> int:
     if a.mode == "_case":
         case = {n: (o, opt) for n, o, opt in SWEEP}[a.names[0]]
         print("RESULT " + json.dumps(sweep_case(a.names[0], *case)), flush=True)
+        return 0
+    if a.mode == "_compile_cpu":
+        print("RESULT " + json.dumps(_compile_cpu_case(a.names[0])), flush=True)
+        return 0
+    if a.mode == "compile-cpu":
+        compile_cpu(a.names)
         return 0
     if a.mode == "profile":
         profile_case()
