@@ -123,6 +123,7 @@ SWEEP = [
     ("whole-model", {}, {"patch": [WHOLE_MODEL]}),
     ("ve-zeros", {}, {"patch": VE_ZEROS}),
 ]
+CASES = {name: (overrides, opts) for name, overrides, opts in SWEEP}
 SEQ_LEN, VOCAB, EVAL_BATCH, EVAL_TOKENS = 2048, 8192, 32, 40 * 524288  # the gpu preset's
 
 
@@ -523,16 +524,25 @@ def step_timing(torch, mod, model, opts, x, steps: int = 20) -> dict:
     return out
 
 
+def check_cases(names: list[str]) -> None:
+    unknown = [n for n in names if n not in CASES]
+    if unknown:
+        raise SystemExit(f"no sweep case named {', '.join(unknown)}; the cases: {', '.join(sorted(CASES))}")
+
+
+def case_result(p: subprocess.CompletedProcess) -> dict | None:
+    """What a case's process printed on its RESULT line, or None when it printed none."""
+    line = [ln for ln in p.stdout.splitlines() if ln.startswith("RESULT ")]
+    return json.loads(line[-1][len("RESULT ") :]) if line else None
+
+
 def compile_cpu(names: list[str]) -> None:
     """Each case in a fresh process: its model (GPU depth, CPU width: 128, sequence 256) compiled per
     region as train.py does, with inductor on the CPU and an empty cache; the first forward and
     backward timed. What changes the number of FX graphs shows here too; the seconds are not a GPU's."""
-    cases = {n: (o, opt) for n, o, opt in SWEEP}
-    unknown = [n for n in names if n not in cases]
-    if unknown or not names:
-        raise SystemExit(
-            f"name sweep cases (unknown: {', '.join(unknown) or 'none'}); the cases: {', '.join(cases)}"
-        )
+    if not names:
+        raise SystemExit(f"name the sweep cases to compile; the cases: {', '.join(sorted(CASES))}")
+    check_cases(names)
     rows = []
     for i, name in enumerate(names, 1):
         print(f"[{i}/{len(names)}] {name} ...", flush=True)
@@ -540,10 +550,9 @@ def compile_cpu(names: list[str]) -> None:
             env = dict(os.environ, TORCHINDUCTOR_CACHE_DIR=cache, CUDA_VISIBLE_DEVICES="")
             cmd = [sys.executable, __file__, "_compile_cpu", name]
             out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
-        line = next((ln for ln in out.stdout.splitlines() if ln.startswith("RESULT ")), None)
-        if line is None:
+        res = case_result(out)
+        if res is None:
             raise SystemExit(f"{name}: failed\n{out.stderr[-3000:]}")
-        res = json.loads(line[len("RESULT ") :])
         print(json.dumps(res), flush=True)
         rows.append([res["name"], res["first_forward_backward_s"], res["unique_graphs"]])
     from tabulate import tabulate
@@ -556,7 +565,7 @@ def _compile_cpu_case(name: str) -> dict:
     import torch
     from torch._dynamo.utils import counters
 
-    overrides, opts = {n: (o, opt) for n, o, opt in SWEEP}[name]
+    overrides, opts = CASES[name]
     mod = load_train(opts.get("patch", ()))
     for k, v in overrides.items():
         setattr(mod, k, v)
@@ -583,16 +592,13 @@ def sweep(out_dir: Path, names: list[str] | None, deadline: float | None = None)
     """Each case in a fresh process with empty compile caches: all of SWEEP, or `names` in the order
     given (a name twice runs twice: interleave the arms of an A/B, a cold compile varies by seconds).
     With a deadline (seconds from now), no case starts that the longest case so far would not fit."""
+    order = names or list(CASES)
+    check_cases(order)
     import torch
 
     env_info = {"torch": torch.__version__, "gpu": torch.cuda.get_device_name(), "cuda": torch.version.cuda}
     env_info["train_sha256"] = hashlib.sha256((REPO / "train.py").read_bytes()).hexdigest()  # before patches
     print(json.dumps(env_info), flush=True)
-    order = names or [n for n, _, _ in SWEEP]
-    known = {n for n, _, _ in SWEEP}
-    unknown = [n for n in order if n not in known]
-    if unknown:
-        raise SystemExit(f"no sweep case named {', '.join(unknown)}; the cases: {', '.join(sorted(known))}")
     results = []
     stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
     t_sweep, longest = time.monotonic(), 60.0
@@ -609,11 +615,9 @@ def sweep(out_dir: Path, names: list[str] | None, deadline: float | None = None)
                 [sys.executable, __file__, "_case", name],
                 cwd=REPO, env=env, capture_output=True, text=True, check=False,
             )  # fmt: skip
-        line = [ln for ln in p.stdout.splitlines() if ln.startswith("RESULT ")]
-        if p.returncode or not line:
+        r = case_result(p)
+        if p.returncode or r is None:
             r = {"name": name, "error": (p.stderr or p.stdout)[-1500:]}
-        else:
-            r = json.loads(line[-1][len("RESULT ") :])
         r["process_s"] = round(time.monotonic() - t0, 1)
         ru = resource.getrusage(resource.RUSAGE_CHILDREN)  # the case and its reaped compile workers
         r["process_cpu_s"] = round(ru.ru_utime + ru.ru_stime - ru0.ru_utime - ru0.ru_stime, 1)
@@ -661,8 +665,7 @@ def main(argv=None) -> int:
     out_dir.mkdir(parents=True, exist_ok=True)
     sys.path.insert(0, str(REPO))
     if a.mode == "_case":
-        case = {n: (o, opt) for n, o, opt in SWEEP}[a.names[0]]
-        print("RESULT " + json.dumps(sweep_case(a.names[0], *case)), flush=True)
+        print("RESULT " + json.dumps(sweep_case(a.names[0], *CASES[a.names[0]])), flush=True)
         return 0
     if a.mode == "_compile_cpu":
         print("RESULT " + json.dumps(_compile_cpu_case(a.names[0])), flush=True)

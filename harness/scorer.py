@@ -52,6 +52,7 @@ from harness import compile_cache
 from harness.channel import Channel, ChannelClosed, LogitsBuffer, ProtocolError
 from harness.dataloader import EVAL_SEED, PackedLoader
 from harness.sandbox import NOBODY
+from harness.worker import cut_lines
 
 TWIN_COLUMNS = 3  # secretly chosen token ids compared at every shared position, besides the target
 # nats of log-probability by which a row and its twin may differ at a shared position. Measured on
@@ -79,10 +80,7 @@ MODEL_LOG_LINES = 12
 def bounded(text: str, limit: int = MODEL_ERROR_CHARS) -> str:
     """`text` with every line cut to MODEL_LINE_CHARS, then to at most `limit` characters: its first
     line and its end."""
-    lines = [
-        ln if len(ln) <= MODEL_LINE_CHARS else ln[: MODEL_LINE_CHARS - 3] + "..." for ln in text.splitlines()
-    ]
-    text = "\n".join(lines)
+    text = cut_lines(text, MODEL_LINE_CHARS)
     if len(text) <= limit:
         return text
     head, _, rest = text.partition("\n")

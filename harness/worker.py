@@ -36,14 +36,20 @@ def tail(text: str, limit: int = TRACEBACK_TAIL_CHARS) -> str:
     return text if len(text) <= limit else "..." + text[-limit:]
 
 
+def cut_lines(text: str, line_chars: int) -> str:
+    """Every line of `text` cut to at most `line_chars` characters (an ellipsis marks a cut)."""
+    return "\n".join(
+        ln if len(ln) <= line_chars else ln[: line_chars - 3] + "..." for ln in text.splitlines()
+    )
+
+
 def exc_tail(exc: BaseException, line_chars: int = 1000) -> str:
     """The end of the traceback, each line cut first: an exception whose message is one huge line
     still shows its type and the start of its message."""
     import traceback
 
-    text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)).rstrip()
     return tail(
-        "\n".join(ln if len(ln) <= line_chars else ln[:line_chars] + "..." for ln in text.splitlines())
+        cut_lines("".join(traceback.format_exception(type(exc), exc, exc.__traceback__)).rstrip(), line_chars)
     )
 
 
