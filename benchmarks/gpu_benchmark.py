@@ -83,6 +83,27 @@ VE_ZEROS = [
         "            ve_zeros = x0 * 0 if len(self.value_embeds) else None\n            x = x0.clone()",
     ),
 ]
+# The value embedding added to v in v's dtype (bf16 under autocast on CUDA), not in float32: today a
+# block with one computes its q, k and v in float32 and casts them for the attention. On the CPU,
+# where nothing is autocast, the same code.
+VE_BF16 = (
+    "            v = v + gate.unsqueeze(-1) * ve.view(B, T, self.n_head, self.head_dim)\n",
+    "            v = v + gate.unsqueeze(-1) * ve.view(B, T, self.n_head, self.head_dim).to(v.dtype)\n",
+)
+# The value-embedding gate as a product and a sum, not a linear layer: a [tokens, 32] x [32, heads]
+# matmul is a poor GEMM for cuBLAS (and a slice's gradient for the backward), while inductor can fuse
+# the sum into the kernels around it. The same gate, computed in float32.
+GATE_SUM = (
+    "            gate = 2 * torch.sigmoid(self.ve_gate(x[..., :VE_GATE_CHANNELS]))\n",
+    "            gate = 2 * torch.sigmoid((x[..., :VE_GATE_CHANNELS, None] * self.ve_gate.weight.T)"
+    ".sum(-2))\n",
+)
+# Reduction kernels autotuned again (two or three launch configurations each, compiled and timed at
+# the first call), as before train.py kept one per kernel (its sweep name was one-reduction-config).
+REDUCTIONS_AUTOTUNED = (
+    "switches.force_filter_reduction_configs = True",
+    "switches.force_filter_reduction_configs = False",
+)
 NO_OPTIMIZER_STEP = (
     "        for opt in optimizers:\n            opt.step()\n        model.zero_grad",
     "        model.zero_grad",
@@ -110,8 +131,10 @@ SWEEP = [
     # same optimizer steps; twice the memory, 107 GB: too much for an 80-GB H100), no pattern
     # matcher, no optimizer step (a diagnostic: weights that never move), and the whole model compiled
     # as one region instead of per block (two FX graphs instead of six, each unrolled over the depth),
-    # and every block with a value-embedding gate, zeros where it has none (four FX graphs: the same
-    # model, a little more work in the blocks without one).
+    # every block with a value-embedding gate, zeros where it has none (four FX graphs: the same
+    # model, a little more work in the blocks without one), the value embedding added in bf16, the
+    # gate as a product and a sum, reduction kernels autotuned (train.py keeps one launch config
+    # each) and inductor's deterministic mode.
     ("base", {}, {}),
     ("pointwise-2", {}, {"patch": [POINTWISE_TWO]}),
     ("qkv-three-matmuls", {}, {"patch": [QKV_THREE_MATMULS]}),
@@ -122,6 +145,12 @@ SWEEP = [
     ("no-optimizer-step", {}, {"patch": [NO_OPTIMIZER_STEP]}),
     ("whole-model", {}, {"patch": [WHOLE_MODEL]}),
     ("ve-zeros", {}, {"patch": VE_ZEROS}),
+    ("ve-bf16", {}, {"patch": [VE_BF16]}),
+    ("ve-zeros-bf16", {}, {"patch": [*VE_ZEROS, VE_BF16]}),
+    ("gate-sum", {}, {"patch": [GATE_SUM]}),
+    ("ve-zeros-gate-sum", {}, {"patch": [*VE_ZEROS, GATE_SUM]}),
+    ("reductions-autotuned", {}, {"patch": [REDUCTIONS_AUTOTUNED]}),
+    ("inductor-deterministic", {}, {"inductor": {"deterministic": True}}),
 ]
 CASES = {name: (overrides, opts) for name, overrides, opts in SWEEP}
 SEQ_LEN, VOCAB, EVAL_BATCH, EVAL_TOKENS = 2048, 8192, 32, 40 * 524288  # the gpu preset's
@@ -300,14 +329,38 @@ def set_inductor_option(name: str, value) -> None:
     setattr(obj, leaf, value)
 
 
+# Inductor names a kernel for what it generated it from; a cubin is one launch configuration of one.
+KERNEL_KINDS = {"poi": "pointwise", "red": "reduction", "per": "persistent_reduction", "tem": "template"}
+
+
+def kernel_census(cache: Path) -> dict:
+    """The Triton cubins a cold compile built, by kernel: a kernel that inductor autotunes gets one
+    cubin per candidate configuration, all compiled (one after another, in one pool worker) before
+    its graph can run, so the kernels with many configurations are where a graph waits."""
+    configs: dict[str, int] = {}
+    for cubin in cache.rglob("*.cubin"):
+        configs[cubin.stem] = configs.get(cubin.stem, 0) + 1
+    by_kind: dict[str, dict[str, int]] = {}
+    for name, n in configs.items():
+        kind = KERNEL_KINDS.get(name.split("_")[1] if name.startswith("triton_") else "", "other")
+        entry = by_kind.setdefault(kind, {"kernels": 0, "configs": 0})
+        entry["kernels"] += 1
+        entry["configs"] += n
+    most = sorted(configs.items(), key=lambda kv: (-kv[1], kv[0]))[:8]
+    return {"by_kind": by_kind, "most_configs": [{"kernel": k, "configs": n} for k, n in most if n > 1]}
+
+
 def compile_stats() -> dict:
     """What the cold compile did: torch.compile's timers and counters as the harness reports them,
-    and how many Triton kernels (cubins) it built into TRITON_CACHE_DIR."""
+    and the Triton kernels (cubins: one per configuration) it built into TRITON_CACHE_DIR."""
     from harness.worker import compile_stats as timers
 
     cache = os.environ.get("TRITON_CACHE_DIR")
-    cubins = sum(1 for _ in Path(cache).rglob("*.cubin")) if cache and Path(cache).is_dir() else None
-    return {**timers(), "triton_kernels_built": cubins}
+    if not cache or not Path(cache).is_dir():
+        return {**timers(), "triton_kernels_built": None}
+    census = kernel_census(Path(cache))
+    cubins = sum(kind["configs"] for kind in census["by_kind"].values())
+    return {**timers(), "triton_kernels_built": cubins, "kernel_census": census}
 
 
 def sweep_case(name: str, overrides: dict, opts: dict) -> dict:
@@ -588,6 +641,24 @@ def _compile_cpu_case(name: str) -> dict:
     }
 
 
+def print_census(results: list[dict]) -> None:
+    """A sweep's kernel census as a table: kernels / configurations compiled, by kind."""
+    from tabulate import tabulate
+
+    census = [(r["name"], r["kernel_census"]) for r in results if r.get("kernel_census")]
+    if not census:
+        return
+    kinds = sorted({kind for _, c in census for kind in c["by_kind"]})
+    rows = []
+    for name, c in census:
+        cells = [f"{c['by_kind'][k]['kernels']} / {c['by_kind'][k]['configs']}" if k in c["by_kind"] else "-"
+                 for k in kinds]  # fmt: skip
+        most = ", ".join(f"{m['kernel'][:40]} x{m['configs']}" for m in c["most_configs"][:3])
+        rows.append([name, *cells, most])
+    print("\nTriton kernels / configurations compiled, by kind (most configurations: kernel xN)")
+    print(tabulate(rows, headers=["name", *kinds, "most configurations"]))
+
+
 def sweep(out_dir: Path, names: list[str] | None, deadline: float | None = None) -> list[dict]:
     """Each case in a fresh process with empty compile caches: all of SWEEP, or `names` in the order
     given (a name twice runs twice: interleave the arms of an A/B, a cold compile varies by seconds).
@@ -636,6 +707,7 @@ def sweep(out_dir: Path, names: list[str] | None, deadline: float | None = None)
 
     print()
     print(tabulate(rows, headers=[*cols, ""]))
+    print_census(results)
     return results
 
 
