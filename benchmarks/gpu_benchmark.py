@@ -20,7 +20,8 @@ constants, a patch of its source, inductor settings: SWEEP) does to the cold com
 tokens/s. Each case runs in a fresh process with empty Inductor, Triton and CUDA caches (so compile
 times are cold), drives train.py's own `train(ctx)` with a stand-in context that serves random
 tokens for a short budget, and counts FLOPs the way the harness does (as harness/modelproc.py does:
-FlopCounterMode on one [1, seq_len] forward, times 3), the Triton kernels built and the case's CPU
+FlopCounterMode on one [1, seq_len] forward, times 3), the Triton kernels built (a census: launch
+configurations per kernel, by kind, since a graph waits for its slowest kernel's) and the case's CPU
 seconds. A cold compile varies by seconds from run to run: name the cases of an A/B alternately,
 each more than once. It also compares regional compilation (what train.py does) with compiling the
 whole model, and times the evaluation's forward pass, so the evaluation time of a 21M-token
