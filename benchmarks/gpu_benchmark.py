@@ -102,8 +102,8 @@ GATE_SUM = (
 # Reduction kernels autotuned again (two or three launch configurations each, compiled and timed at
 # the first call), as before train.py kept one per kernel (its sweep name was one-reduction-config).
 REDUCTIONS_AUTOTUNED = (
-    "switches.force_filter_reduction_configs = True",
-    "switches.force_filter_reduction_configs = False",
+    "inductor_config.test_configs.force_filter_reduction_configs = True",
+    "inductor_config.test_configs.force_filter_reduction_configs = False",
 )
 NO_OPTIMIZER_STEP = (
     "        for opt in optimizers:\n            opt.step()\n        model.zero_grad",

@@ -191,6 +191,27 @@ def test_hyperparameters_are_plain_constants():
         assert knob in names
 
 
+def test_the_cuda_branch_sets_only_inductor_options_this_torch_has():
+    """train.py's inductor settings run only on CUDA, so a misspelt one would first fail on a GPU."""
+    import torch._inductor.config as inductor_config
+
+    assigned = [
+        ast.unparse(t)
+        for node in ast.walk(ast.parse(TRAIN_PY.read_text()))
+        if isinstance(node, ast.Assign)
+        for t in node.targets
+        if ast.unparse(t).startswith("inductor_config.")
+    ]
+    assert "inductor_config.triton.autotune_pointwise" in assigned
+    assert "inductor_config.test_configs.force_filter_reduction_configs" in assigned
+    for dotted in assigned:
+        *path, leaf = dotted.split(".")[1:]
+        obj = inductor_config
+        for part in path:
+            obj = getattr(obj, part)
+        assert hasattr(obj, leaf), f"torch {torch.__version__} has no torch._inductor.config.{dotted[16:]}"
+
+
 def test_passes_the_harness_static_scan():
     from harness.integrity import static_scan
 
