@@ -23,7 +23,8 @@ served over HTTP on 127.0.0.1 and prepared through the climbmix code path). See 
 
 Every result carries val_bpb, the train file's sha256, the data fingerprint, the per-step training
 losses and the spike check of issue 12: after the first 10% of the steps, no loss above 2x the median
-of the 50 steps before it.
+of the 50 steps before it. And the training's step rate in windows of its clock (`step_rates`): the
+first ones hold the scoring's compile beside the training, the last one the rate without it.
 """
 
 from __future__ import annotations
@@ -79,6 +80,29 @@ def spike_check(losses: list[float]) -> dict:
         "max_ratio_step": worst[1],
         "max_loss_after_start": max(losses[start:], default=None),
     }
+
+
+# Windows of the training clock for step_rates: the scoring's model processes compile beside the
+# training for about its first 15-20 s on an H200 (gpu preset), so the first windows show what that
+# costs the training's step rate and the last one the rate without it.
+RATE_WINDOWS = (0.0, 15.0, 30.0, math.inf)
+
+
+def step_rates(points: list[tuple[float, int]], edges=RATE_WINDOWS) -> list[dict]:
+    """Optimizer steps per second in windows of time, from (arrival time, steps done) of train.py's
+    loss lines (read back about once a second: the rate is between the first and the last line of a
+    window, times counted from the first line). A window with fewer than two lines is left out."""
+    if not points:
+        return []
+    t0 = points[0][0]
+    rates = []
+    for lo, hi in zip(edges, edges[1:], strict=False):
+        seg = [(t - t0, n) for t, n in points if lo <= t - t0 < hi]
+        if len(seg) > 1 and seg[-1][0] > seg[0][0]:
+            rate = (seg[-1][1] - seg[0][1]) / (seg[-1][0] - seg[0][0])
+            to_s = None if math.isinf(hi) else hi
+            rates.append({"from_s": lo, "to_s": to_s, "steps_per_s": round(rate, 3)})
+    return rates
 
 
 # ------------------------------------------------------------------------------------------------
@@ -174,6 +198,7 @@ def run_harness(
     t0 = time.monotonic()
     marks: dict[str, float] = {}
     losses: dict[int, float] = {}
+    arrivals: list[tuple[float, int]] = []  # (seconds after launch, steps done) per loss line
     tlog = out.with_suffix(".timed.log")
     with open(tlog, "w") as f:
         env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
@@ -188,9 +213,10 @@ def run_harness(
                     marks[key] = round(t, 2)
             m = LOSS_LINE.match(line)
             if m:
-                first = int(m.group(1))
-                for i, v in enumerate(m.group(2).split()):
+                first, values = int(m.group(1)), m.group(2).split()
+                for i, v in enumerate(values):
                     losses[first + i] = float(v)
+                arrivals.append((t, first + len(values)))
         p.wait()
     wall = time.monotonic() - t0
     res = json.loads(out.read_text())
@@ -201,6 +227,7 @@ def run_harness(
         "wall_s": round(wall, 2),
         "line_times_s": marks,  # seconds after launch at which these lines appeared
         "losses": [round(v, 4) for v in loss_list], "spike_check": spike_check(loss_list),
+        "step_rates": step_rates(arrivals),
         "outside_budget_s": round(res["total_seconds"] - res["training_seconds"], 2)
         if res.get("total_seconds") and res.get("training_seconds") else None,
     }  # fmt: skip
@@ -303,11 +330,12 @@ def fmt(v, spec):
 def print_table(results: list[dict]) -> None:
     """One row per run; startup is spawn to clock start, train.py its own warm-up (import, build,
     compile), bytecode the harness's once-per-install warm-up, outside the run's seconds outside its
-    budget (total - training)."""
+    budget (total - training), steps/s the training's rate in the windows of RATE_WINDOWS."""
     from tabulate import tabulate
 
     cols = ("name", "status", "val_bpb", "steps", "tok/s", "mfu", "startup", "train.py", "bytecode",
-            "outside", "train_s", "eval_s", "spikes", "max_ratio", "peak_MB")  # fmt: skip
+            "outside", "train_s", "eval_s", "spikes", "max_ratio", "peak_MB",
+            "steps/s " + "|".join(f"{lo:.0f}-" for lo in RATE_WINDOWS[:-1]))  # fmt: skip
     rows = []
     for r in results:
         sc = _get(r, "spike_check") or {}
@@ -320,6 +348,7 @@ def print_table(results: list[dict]) -> None:
             fmt(r.get("training_s") or r.get("training_seconds"), ".1f"),
             fmt(r.get("eval_s") or r.get("eval_seconds"), ".1f"), len(sc.get("spikes", [])),
             sc.get("max_ratio"), fmt(r.get("peak_memory_mb"), ",.0f"),
+            "|".join(f"{w['steps_per_s']:.3f}" for w in _get(r, "step_rates") or []) or "n/a",
         )  # fmt: skip
         rows.append(row)
     print(tabulate(rows, headers=cols, disable_numparse=True), flush=True)
