@@ -317,6 +317,14 @@ def load_train(patch=()):
     return mod
 
 
+def load_case(overrides: dict, opts: dict):
+    """train.py as a sweep case has it: its source patched, then its constants overridden."""
+    mod = load_train(opts.get("patch", ()))
+    for k, v in overrides.items():
+        setattr(mod, k, v)
+    return mod
+
+
 def set_inductor_option(name: str, value) -> None:
     """torch._inductor.config.<name> = value, for a dotted name ("triton.autotune_pointwise")."""
     import torch._inductor.config as cfg
@@ -338,16 +346,16 @@ def kernel_census(cache: Path) -> dict:
     """The Triton cubins a cold compile built, by kernel: a kernel that inductor autotunes gets one
     cubin per candidate configuration, all compiled (one after another, in one pool worker) before
     its graph can run, so the kernels with many configurations are where a graph waits."""
-    configs: dict[str, int] = {}
-    for cubin in cache.rglob("*.cubin"):
-        configs[cubin.stem] = configs.get(cubin.stem, 0) + 1
+    from collections import Counter
+
+    configs = Counter(cubin.stem for cubin in cache.rglob("*.cubin"))
     by_kind: dict[str, dict[str, int]] = {}
     for name, n in configs.items():
         kind = KERNEL_KINDS.get(name.split("_")[1] if name.startswith("triton_") else "", "other")
         entry = by_kind.setdefault(kind, {"kernels": 0, "configs": 0})
         entry["kernels"] += 1
         entry["configs"] += n
-    most = sorted(configs.items(), key=lambda kv: (-kv[1], kv[0]))[:8]
+    most = sorted(configs.items(), key=lambda kv: (-kv[1], kv[0]))[:8]  # most_common, ties by name
     return {"by_kind": by_kind, "most_configs": [{"kernel": k, "configs": n} for k, n in most if n > 1]}
 
 
@@ -372,9 +380,7 @@ def sweep_case(name: str, overrides: dict, opts: dict) -> dict:
     from harness.mfu import peak_flops
 
     t_import = time.monotonic() - t_start
-    mod = load_train(opts.get("patch", ()))
-    for k, v in overrides.items():
-        setattr(mod, k, v)
+    mod = load_case(overrides, opts)
     for k, v in opts.get("inductor", {}).items():
         set_inductor_option(k, v)
     res = {"name": name, "overrides": overrides, "opts": opts, "import_s": round(t_import, 2)}
@@ -620,9 +626,7 @@ def _compile_cpu_case(name: str) -> dict:
     from torch._dynamo.utils import counters
 
     overrides, opts = CASES[name]
-    mod = load_train(opts.get("patch", ()))
-    for k, v in overrides.items():
-        setattr(mod, k, v)
+    mod = load_case(overrides, opts)
     torch.manual_seed(0)
     model = mod.GPT(4096, 256, mod.GPU_DEPTH, 128, 32)
     if WHOLE_MODEL in opts.get("patch", ()):
