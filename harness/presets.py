@@ -10,6 +10,7 @@ earlier result incomparable by construction.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 
 @dataclass(frozen=True)
@@ -56,6 +57,14 @@ class Preset:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    def run_device(self, device: str | None = None) -> str:
+        """The device a run of this preset uses: `device` when given, else the preset's ("auto": cuda
+        when this machine has an NVIDIA device node)."""
+        dev = device or self.device
+        if dev == "auto":
+            dev = "cuda" if Path("/dev/nvidia0").exists() else "cpu"
+        return dev
 
 
 PRESETS: dict[str, Preset] = {

@@ -448,9 +448,7 @@ def run(
     if not src.is_file():
         print(f"harness: no such train file: {train_file}", file=sys.stderr)
         return finish(EXIT_USAGE, status="infra_error", error=f"usage: no such train file: {train_file}")
-    dev = device or preset.device
-    if dev == "auto":
-        dev = "cuda" if Path("/dev/nvidia0").exists() else "cpu"
+    dev = preset.run_device(device)
     metrics.update(device=dev, clock=preset.clock, pycache_prefix=sys.pycache_prefix)
     metrics["harness_sha256"] = h_before = harness_sha256()
     try:

@@ -8,6 +8,8 @@ import os
 import sys
 from pathlib import Path
 
+import pytest
+
 from harness import bytecode
 
 
@@ -82,3 +84,36 @@ def test_a_bytecode_directory_that_cannot_be_written_is_a_warning_and_the_run_go
     lines: list[str] = []
     assert bytecode.ensure_warm(str(blocker / "pycache"), "cpu", log=lines.append, modules=MODS) is None
     assert len(lines) == 1 and "cannot be written" in lines[0] and "AUTORESEARCH_STATE" in lines[0]
+
+
+def test_prepare_warms_the_bytecode_for_the_presets_device_once(tmp_path, prepared_tiny, monkeypatch, capsys):
+    """`python -m harness prepare` is the set-up step: it pays the warm-up, so the first run does not."""
+    import harness.__main__ as cli
+    import harness.sandbox
+
+    prefix = tmp_path / "pycache"
+    calls: list[tuple[str, str]] = []
+    real = bytecode.ensure_warm
+
+    def small_warm(pfx, device, log=print, modules=bytecode.MODULES):
+        calls.append((pfx, device))
+        return real(pfx, device, log=log, modules=MODS)
+
+    monkeypatch.setattr(harness.sandbox, "trusted_pycache", lambda: str(prefix))
+    monkeypatch.setattr(bytecode, "ensure_warm", small_warm)
+    assert cli.main(["prepare", "--preset", "tiny"]) == 0
+    first = capsys.readouterr().out
+    assert calls == [(str(prefix), "cpu")]
+    assert cached_pyc(prefix, "colorsys").is_file()
+    assert "once per install" in first and "compiled the bytecode sandboxed runs import" in first
+    # Prepared and warm: the second prepare compiles nothing and says nothing about it.
+    assert cli.main(["prepare", "--preset", "tiny"]) == 0
+    assert "once per install" not in capsys.readouterr().out and len(calls) == 2
+
+
+def test_a_failed_prepare_warms_nothing(tmp_path, monkeypatch, capsys):
+    import harness.__main__ as cli
+
+    monkeypatch.setattr(bytecode, "ensure_warm", lambda *a, **k: pytest.fail("warmed after a failed prepare"))
+    assert cli.main(["prepare", "--preset", "no-such-preset"]) == 2
+    assert "unknown preset" in capsys.readouterr().err
