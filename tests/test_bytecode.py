@@ -111,9 +111,17 @@ def test_prepare_warms_the_bytecode_for_the_presets_device_once(tmp_path, prepar
     assert "once per install" not in capsys.readouterr().out and len(calls) == 2
 
 
-def test_a_failed_prepare_warms_nothing(tmp_path, monkeypatch, capsys):
+def test_a_failed_prepare_warms_nothing(monkeypatch, capsys):
     import harness.__main__ as cli
+    import harness.data
 
     monkeypatch.setattr(bytecode, "ensure_warm", lambda *a, **k: pytest.fail("warmed after a failed prepare"))
     assert cli.main(["prepare", "--preset", "no-such-preset"]) == 2
     assert "unknown preset" in capsys.readouterr().err
+
+    def unreachable(*a, **k):
+        raise harness.data.CacheError("the mirror did not answer")
+
+    monkeypatch.setattr(harness.data, "prepare", unreachable)
+    assert cli.main(["prepare", "--preset", "tiny"]) == 3
+    assert "prepare failed: the mirror did not answer" in capsys.readouterr().err
