@@ -198,11 +198,17 @@ def cmd_guard(args: argparse.Namespace) -> int:
 
 
 def cmd_prepare_data(args: argparse.Namespace) -> int:
+    from harness.bytecode import warm_for_preset
     from harness.data import prepare
+    from harness.protocol import trusted_pycache_dir
 
     cfg, _ = _config(args)
     data = prepare(cfg.preset, progress=True)
     console.print(f"prepared {data.describe()} in {data.dir}")
+    # Into the directory the runner's harness processes get (runners/process.py: harness_env), so
+    # that the job's first run does not compile what its sandboxes import. The harness's lines start
+    # with "[harness]", which is not rich markup.
+    warm_for_preset(cfg.preset, trusted_pycache_dir(), log=lambda line: console.print(line, markup=False))
     return 0
 
 

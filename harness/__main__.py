@@ -94,19 +94,12 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _warm_bytecode(preset_name: str) -> None:
-    """Compile what sandboxed runs import now, as part of the set-up, not in the first run.
-
-    Runs read bytecode only from the harness's directory (harness/bytecode.py). The first run on an
-    install would otherwise pay the warm-up outside its budget: 13-16 s on the H200 machine, where it
-    compiles inductor's and triton's sources too (benchmarks/README.md). Skipped when already done;
-    a failure only makes the first run slower, so it never fails the prepare."""
-    from harness.bytecode import ensure_warm
-    from harness.presets import get_preset
+    """The set-up pays the bytecode warm-up, not the first run (harness/bytecode.py: warm_for_preset).
+    Into this process's prefix only when it is the harness's trusted one, as the supervisor does."""
+    from harness.bytecode import warm_for_preset
     from harness.sandbox import trusted_pycache
 
-    seconds = ensure_warm(trusted_pycache(), get_preset(preset_name).run_device(), log=print)
-    if seconds is not None:
-        print(f"harness: compiled the bytecode sandboxed runs import in {seconds:.1f}s (once per install)")
+    warm_for_preset(preset_name, trusted_pycache(), log=print)
 
 
 if __name__ == "__main__":

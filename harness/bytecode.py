@@ -135,6 +135,19 @@ def ensure_warm(prefix: str | None, device: str, log=print, modules=MODULES) -> 
         return time.monotonic() - t0
 
 
+def warm_for_preset(preset_name: str, prefix: str | None, log=print) -> float | None:
+    """ensure_warm for the device a run of `preset_name` uses: what the set-up steps call (`python -m
+    harness prepare`, `autoresearch-ci prepare-data`), so that the first run on an install does not
+    pay it outside its budget (13-16 s on an H200 host, benchmarks/README.md). Never raises for a
+    failed warm-up: that only makes the first run slower."""
+    from harness.presets import get_preset
+
+    seconds = ensure_warm(prefix, get_preset(preset_name).run_device(), log=log)
+    if seconds is not None:
+        log(f"harness: compiled the bytecode sandboxed runs import in {seconds:.1f}s (once per install)")
+    return seconds
+
+
 def _warm(kind: str, modules) -> list[str]:
     """Import `modules` (and compile CUDA_PACKAGES for cuda) in this interpreter; what was done. A
     module that is not installed is skipped; any other failure is the warm-up's (exit non-zero)."""

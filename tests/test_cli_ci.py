@@ -113,3 +113,30 @@ def test_the_dependency_floors_are_the_versions_the_code_is_tested_against():
     assert floors["pygithub"] >= Version("2.10")
     for dist in ("anthropic", "modal", "pygithub"):
         assert Version(version(dist)) >= floors[dist], dist
+
+
+def test_prepare_data_warms_the_bytecode_where_the_runners_harness_reads_it(
+    repo, tmp_path, prepared_tiny, monkeypatch, capsys
+):
+    """The self-hosted job's set-up step pays the once-per-install warm-up, into the very directory the
+    local runner's harness processes are given, so the job's first run does not."""
+    from autoresearch_ci.runners.process import harness_env
+    from harness import bytecode
+
+    monkeypatch.setenv("AUTORESEARCH_STATE", str(tmp_path / "state"))
+    calls: list[tuple[str, str]] = []
+    real = bytecode.ensure_warm
+
+    def small_warm(prefix, device, log=print, modules=bytecode.MODULES):
+        calls.append((prefix, device))
+        return real(prefix, device, log=log, modules=("colorsys",))
+
+    monkeypatch.setattr(bytecode, "ensure_warm", small_warm)
+    assert cli.main(["prepare-data", "--repo", str(repo)]) == 0
+    out = capsys.readouterr().out
+    assert calls == [(harness_env(REPO)["PYTHONPYCACHEPREFIX"], "cpu")]
+    assert list((tmp_path / "state" / "pycache").glob("*/.warm-cpu-*"))
+    # "[harness]" reaches the log as written, not eaten as rich markup.
+    assert "[harness] compiling the bytecode" in out and "compiled the bytecode" in out
+    assert cli.main(["prepare-data", "--repo", str(repo)]) == 0
+    assert "once per install" not in capsys.readouterr().out
