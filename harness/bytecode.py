@@ -142,7 +142,11 @@ def warm_for_preset(preset_name: str, prefix: str | None, log=print) -> float | 
     failed warm-up: that only makes the first run slower."""
     from harness.presets import get_preset
 
-    seconds = ensure_warm(prefix, get_preset(preset_name).run_device(), log=log)
+    try:
+        seconds = ensure_warm(prefix, get_preset(preset_name).run_device(), log=log)
+    except OSError as e:  # the stamp could not be written (a full disk): the data is prepared all the same
+        log(f"[harness] warning: warming the bytecode failed ({e}); the first run compiles it")
+        return None
     if seconds is not None:
         log(f"harness: compiled the bytecode sandboxed runs import in {seconds:.1f}s (once per install)")
     return seconds

@@ -125,3 +125,13 @@ def test_a_failed_prepare_warms_nothing(monkeypatch, capsys):
     monkeypatch.setattr(harness.data, "prepare", unreachable)
     assert cli.main(["prepare", "--preset", "tiny"]) == 3
     assert "prepare failed: the mirror did not answer" in capsys.readouterr().err
+
+
+def test_a_warm_up_that_cannot_write_its_stamp_does_not_fail_the_set_up(tmp_path, monkeypatch):
+    def full_disk(*a, **k):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(bytecode, "ensure_warm", full_disk)
+    lines: list[str] = []
+    assert bytecode.warm_for_preset("tiny", str(tmp_path), log=lines.append) is None
+    assert len(lines) == 1 and "No space left on device" in lines[0] and "first run compiles it" in lines[0]
