@@ -121,14 +121,22 @@ def read_weights(path: Path) -> tuple[int, int]:
 class Clock:
     """The training clock, on the supervisor's side: started once, read on the preset's clock."""
 
-    def __init__(self, preset, counter, spawn: float):
+    def __init__(self, preset, counter, spawn: float, before_start=None):
         self.preset, self.counter, self.spawn = preset, counter, spawn
         self.wall0: float | None = None
         self.cpu0: float | None = None
         self.implicit = False
+        # Called once, before the clock starts and so before the first batch is served (what the
+        # harness keeps of the sandbox's compile cache: harness/compile_cache.py, snapshot). Its time
+        # is the harness's, not the training's: the clock starts when it returns.
+        self.before_start = before_start
 
     def start(self, now: float, implicit: bool = False) -> None:
         if self.wall0 is None:
+            if self.before_start is not None:
+                hook, self.before_start = self.before_start, None
+                hook()
+                now = max(now, time.monotonic())
             self.wall0, self.cpu0, self.implicit = now, self.counter.read(), implicit
 
     def maybe_start(self, now: float) -> None:
@@ -602,7 +610,14 @@ def run(
             counter.exclude.update(mp.sp.proc.pid for mp in models)
 
     loaders = Loaders(data, int(seed))  # packed here, while the worker imports torch
-    clock = Clock(preset, counter, spawn)
+    at_clock: list = []  # the compile cache as it was when the clock started, once it has
+
+    def snapshot_cache() -> None:
+        t = time.monotonic()
+        at_clock.append(compile_cache.snapshot(scratch))
+        metrics["compile_cache_snapshot_seconds"] = round(time.monotonic() - t, 3)
+
+    clock = Clock(preset, counter, spawn, before_start=snapshot_cache)
     tr = Training(sp, chan, clock, preset, loaders, log_path, echo, on_clock=start_scoring)
     try:
         tr.loop()
@@ -724,7 +739,9 @@ def run(
     shutil.copyfile(weights, model_path)  # our copy: nothing of the sandbox is alive to change it now
     mark("weights_s")
     # Kept while the scoring runs (nothing of the training sandbox is alive to change it now).
-    keeping = threading.Thread(target=keep_compile_cache, args=(scratch, metrics), daemon=True)
+    keeping = threading.Thread(
+        target=keep_compile_cache, args=(scratch, metrics, at_clock[0] if at_clock else None), daemon=True
+    )
     keeping.start()
     background.append(keeping)
 
@@ -791,11 +808,13 @@ def run(
     return finish(EXIT_RESULT, status="ok", error=None)
 
 
-def keep_compile_cache(scratch: Path, metrics: dict) -> None:
-    """The training sandbox's compile cache into this train.py's partition, then its scratch away."""
+def keep_compile_cache(scratch: Path, metrics: dict, at_clock=None) -> None:
+    """The training sandbox's compile cache, as it was when the clock started (`at_clock`, a
+    compile_cache.Snapshot; None: the clock never started), into this train.py's partition, then its
+    scratch away."""
     from harness import compile_cache
 
-    metrics["compile_cache_kept_bytes"] = compile_cache.keep(scratch, metrics["train_sha256"])
+    metrics["compile_cache_kept_bytes"] = compile_cache.keep(scratch, metrics["train_sha256"], at_clock)
     shutil.rmtree(scratch, ignore_errors=True)
 
 

@@ -81,14 +81,18 @@ def test_missing_cache_exits_3_and_names_the_prepare_command(tmp_path):
 def test_honest_run_is_ok_with_every_metric(prepared_tiny, tmp_path):
     # A compile-cache partition for this train.py (what an earlier run of it would have left): the run
     # starts from a copy of it (harness/compile_cache.py).
-    part = tmp_path / "compile" / file_sha256(REDTEAM / "honest.py") / "inductor"
+    from harness.compile_cache import LAYOUT
+
+    part = tmp_path / "compile" / LAYOUT / file_sha256(REDTEAM / "honest.py") / "inductor"
     part.mkdir(parents=True)
     (part / "kernel.py").write_text("# what inductor kept\n")
     p, m = run_harness(
         REDTEAM / "honest.py", tmp_path, env={"AUTORESEARCH_COMPILE_CACHE": str(tmp_path / "compile")}
     )
     assert p.returncode == 0, p.stderr
+    # Kept as it was when the clock started (seeded, and honest.py writes none of its own).
     assert m["compile_cache_seeded_bytes"] == 21 and m["compile_cache_kept_bytes"] == 21
+    assert m["compile_cache_snapshot_seconds"] >= 0
     assert m["status"] == "ok", m["error"]
     assert set(METRIC_KEYS) <= set(m)
     assert 0 < m["val_bpb"] < 4.0  # uniform over 4096 ids is 12 bits / 4.3 bytes = 2.8 bits per byte

@@ -279,6 +279,33 @@ def test_what_the_scoring_saw_never_reaches_a_later_training(prepared_tiny, tmp_
     assert not list(cache.rglob("rows.bin")), "a model process's file is in the compile cache"
 
 
+@needs_bwrap
+def test_what_a_run_wrote_after_its_clock_started_never_reaches_the_next_run(prepared_tiny, tmp_path):
+    """The training sandbox's compile cache is kept for the next run of the same train.py, so it is a
+    channel from one run to the next: weights written there after training would let a replication
+    start where the last run ended. The harness keeps the cache as it was when the clock started
+    (before the first batch: nothing learnt from the data yet). With the in-process checks off: the
+    harness's own handling of the cache is what is tested."""
+    f = tmp_path / "train.py"
+    f.write_text((REDTEAM / "carry_state.py").read_text())
+    cache = tmp_path / "compile"
+    logs = []
+    for i in (1, 2):
+        d = tmp_path / f"run{i}"
+        d.mkdir()
+        p, m, log = run(f, d, "inprocess-off", env={"AUTORESEARCH_COMPILE_CACHE": str(cache)})
+        assert_result(p, m)
+        assert m["status"] == "ok", m["error"]
+        assert "WROTE" in log, log[-2000:]
+        logs.append(log)
+    assert "CARRY none" in logs[0] and "KERNEL none" in logs[0], logs[0][-2000:]
+    # The second run starts warm (what the first compiled), and with nothing the first learnt.
+    assert "KERNEL # as compiled" in logs[1], logs[1][-2000:]
+    assert "DOOMED found" in logs[1], logs[1][-2000:]
+    assert "CARRY none" in logs[1] and "CARRY found" not in logs[1], logs[1][-2000:]
+    assert not list(cache.rglob("state.bin")), "what a run wrote after its clock started was kept"
+
+
 # -- the causality probe ------------------------------------------------------------------------------
 
 

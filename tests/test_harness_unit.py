@@ -572,7 +572,7 @@ def test_an_unusable_compile_cache_is_a_cold_start_never_a_failed_run(tmp_path, 
     blocker = tmp_path / "a-file"
     blocker.write_text("not a directory")
     monkeypatch.setenv("AUTORESEARCH_COMPILE_CACHE", str(blocker / "compile"))
-    assert compile_cache.partition("e" * 64) == blocker / "compile" / ("e" * 64)
+    assert compile_cache.partition("e" * 64) == blocker / "compile" / compile_cache.LAYOUT / ("e" * 64)
     run1 = tmp_path / "run1"
     (run1 / ".cache" / "triton").mkdir(parents=True)
     (run1 / ".cache" / "triton" / "k.cubin").write_bytes(b"12")
@@ -580,6 +580,102 @@ def test_an_unusable_compile_cache_is_a_cold_start_never_a_failed_run(tmp_path, 
     fresh = tmp_path / "run" / "fresh"
     fresh.mkdir(parents=True)
     assert compile_cache.seed(fresh, "e" * 64, None) == 0 and not (fresh / ".cache").exists()
+
+
+def _cache_tree(scratch: Path) -> Path:
+    c = scratch / ".cache"
+    (c / "inductor" / "fx").mkdir(parents=True)
+    (c / "inductor" / "fx" / "graph.py").write_text("graph")
+    (c / "triton").mkdir()
+    (c / "triton" / "kernel.cubin").write_bytes(b"1234")
+    return c
+
+
+def test_the_cache_is_kept_as_it_was_when_the_clock_started(tmp_path, monkeypatch):
+    """What the training writes, rewrites or deletes in its cache after the snapshot (taken before the
+    clock starts) never reaches the partition: the next run gets exactly the snapshot."""
+    from harness import compile_cache
+
+    monkeypatch.setenv("AUTORESEARCH_CACHE", str(tmp_path / "cache"))
+    scratch = tmp_path / "run" / "train"
+    c = _cache_tree(scratch)
+    snap = compile_cache.snapshot(scratch)
+    assert snap.nbytes == 9 and snap.path is not None and snap.path.parent == scratch.parent
+    (c / "learnt.bin").write_bytes(b"weights")  # after the clock started
+    (c / "triton" / "kernel.cubin").write_bytes(b"rewritten")
+    (c / "inductor" / "fx" / "graph.py").unlink()
+    assert compile_cache.keep(scratch, "f" * 64, snap) == 9
+    part = compile_cache.partition("f" * 64)
+    got = sorted(str(q.relative_to(part)) for q in part.rglob("*") if q.is_file())
+    assert got == ["inductor/fx/graph.py", "triton/kernel.cubin"]
+    assert (part / "triton" / "kernel.cubin").read_bytes() == b"1234"
+    # A run whose clock started with no cache keeps nothing: the partition stays as it was.
+    assert compile_cache.keep(scratch, "f" * 64, compile_cache.Snapshot(None, 0)) == 0
+    assert (part / "inductor" / "fx" / "graph.py").read_text() == "graph"
+    # A run whose clock never started saw no batch: what it left is kept.
+    assert compile_cache.keep(scratch, "f" * 64, None) == len(b"weights") + len(b"rewritten")
+
+
+def test_the_snapshot_reads_nothing_through_links_and_never_blocks_on_a_fifo(tmp_path):
+    """The snapshot reads a tree the live sandbox controls: links (to files, to directories, or the
+    .cache directory itself) are not followed, a FIFO is skipped without waiting for a writer."""
+    from harness import compile_cache
+
+    secret = tmp_path / "secret"
+    secret.mkdir()
+    (secret / "key").write_text("SECRET")
+    scratch = tmp_path / "run" / "train"
+    c = _cache_tree(scratch)
+    (c / "file-link").symlink_to(secret / "key")
+    (c / "dir-link").symlink_to(secret)
+    os.mkfifo(c / "triton" / "pipe")
+    snap = compile_cache.snapshot(scratch)
+    assert snap.nbytes == 9
+    copied = {str(q.relative_to(snap.path)) for q in snap.path.rglob("*")}
+    assert copied == {"inductor", "inductor/fx", "inductor/fx/graph.py", "triton", "triton/kernel.cubin"}
+    linked = tmp_path / "run" / "linked"
+    linked.mkdir()
+    (linked / ".cache").symlink_to(secret)
+    assert compile_cache.snapshot(linked) == compile_cache.Snapshot(None, 0)
+    assert compile_cache.snapshot(tmp_path / "run" / "none-here") == compile_cache.Snapshot(None, 0)
+
+
+def test_a_snapshot_past_its_limits_keeps_nothing_and_leaves_no_copy(tmp_path, monkeypatch):
+    from harness import compile_cache
+
+    scratch = tmp_path / "run" / "train"
+    _cache_tree(scratch)
+    monkeypatch.setattr(compile_cache, "MAX_BYTES", 8)
+    assert compile_cache.snapshot(scratch) == compile_cache.Snapshot(None, 0)
+    monkeypatch.setattr(compile_cache, "MAX_BYTES", 9)
+    monkeypatch.setattr(compile_cache, "MAX_FILES", 1)
+    assert compile_cache.snapshot(scratch) == compile_cache.Snapshot(None, 0)
+    assert sorted(q.name for q in (tmp_path / "run").iterdir()) == ["train"]
+
+
+def test_the_clock_starts_after_its_hook_and_calls_it_once():
+    """The snapshot is the harness's time: the clock's start is taken when the hook returns."""
+    import time
+
+    from harness.presets import get_preset
+    from harness.supervisor import Clock
+
+    class Counter:
+        def read(self):
+            return 0.0
+
+    calls = []
+
+    def hook():
+        calls.append(time.monotonic())
+        time.sleep(0.05)
+
+    clock = Clock(get_preset("tiny"), Counter(), time.monotonic(), before_start=hook)
+    asked = time.monotonic()
+    clock.start(asked)
+    assert len(calls) == 1 and clock.wall0 >= asked + 0.05
+    clock.start(time.monotonic())
+    assert len(calls) == 1
 
 
 def test_the_training_cache_is_kept_beside_the_scoring(tmp_path, monkeypatch):

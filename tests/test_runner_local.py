@@ -78,7 +78,7 @@ def test_the_harness_keeps_its_state_apart_from_a_read_only_data_cache(tmp_path,
     assert state_root({"AUTORESEARCH_CACHE": str(data)}) == cache_root_dir({"AUTORESEARCH_CACHE": str(data)})
     monkeypatch.delenv("AUTORESEARCH_COMPILE_CACHE", raising=False)
     monkeypatch.setenv("AUTORESEARCH_STATE", str(state))
-    assert compile_cache.partition("a" * 64) == state / "compile" / ("a" * 64)
+    assert compile_cache.partition("a" * 64) == state / "compile" / compile_cache.LAYOUT / ("a" * 64)
     blocker = tmp_path / "file"
     blocker.write_text("")
     env = harness_env(tmp_path, {"PATH": "/bin"}, AUTORESEARCH_STATE=str(blocker / "state"))
