@@ -1,11 +1,12 @@
 """The compile cache that survives between runs, for a fast warm start: the harness's, not the candidate's.
 
-torch.compile (inductor, triton) writes its kernels under the sandbox's $HOME/.cache, and so does the
-CUDA driver with what it compiled from PTX (CUDA_CACHE_PATH, harness/sandbox.py). After a run,
-once nothing of the sandbox is alive, the harness keeps that directory in
-<state root>/compile/at-clock-start/<sha256 of train.py>/ and seeds the next run of the *same* train.py with a
-copy; the scoring's model processes are seeded from it too. A partition is only ever read by runs of
-the train.py that wrote it, so one candidate cannot poison another's kernels or the baseline's.
+torch.compile (inductor, triton) writes its kernels under the sandbox's $HOME/.cache, and so does
+the CUDA driver with what it compiled from PTX (CUDA_CACHE_PATH, harness/sandbox.py). After a run,
+once nothing of the sandbox is alive, the harness keeps that directory in <state
+root>/compile/at-clock-start/<sha256 of train.py>/ and seeds the next run of the *same* train.py
+with a copy; the scoring's model processes are seeded from it too. A partition is only ever read by
+runs of the train.py that wrote it, so one candidate cannot poison another's kernels or the
+baseline's.
 
 Only the training sandbox's directory is kept, never a model process's. A model process sees the
 validation rows (it computes their logits) and runs the candidate's code, which may write anything
@@ -20,12 +21,12 @@ supervisor before it starts the clock and serves the first batch), not as the ru
 partition is a channel from one run of a train.py to the next (a replication, a confirmation, every
 tick's baseline): a training that wrote its weights there after training would start the next run
 where this one ended, twice the budget (tests/redteam/carry_state.py, reproduced before this rule).
-Before its clock starts a training has seen no data (the sandbox cannot read the data cache; batches
-come only from the supervisor, and the first one starts the clock), so what its cache holds then,
-and by induction every partition, carries nothing learnt from the data; what it writes, rewrites or
-deletes afterwards is never kept. Compiling belongs before the clock anyway: train.py compiles and
-runs its first step in its warm-up. A run whose clock never started saw no batch either, so it keeps
-what it left, once nothing of it is alive.
+Before its clock starts a training has seen no data (in bubblewrap the sandbox cannot read the
+data cache; batches come only from the supervisor, and the first one starts the clock), so what its
+cache holds then, and by induction every partition, carries nothing learnt from the data; what it
+writes, rewrites or deletes afterwards is never kept. Compiling belongs before the clock anyway:
+train.py compiles and runs its first step in its warm-up. A run whose clock never started saw no
+batch either, so it keeps what it left, once nothing of it is alive.
 
 Only regular files and directories are copied (no symlinks, no devices), up to MAX_BYTES and
 MAX_FILES; a partition that would grow past them is not kept. The snapshot reads a tree that the
