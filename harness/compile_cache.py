@@ -1,11 +1,11 @@
 """The compile cache that survives between runs, for a fast warm start: the harness's, not the candidate's.
 
 torch.compile (inductor, triton) writes its kernels under the sandbox's $HOME/.cache, and so does
-the CUDA driver with what it compiled from PTX (CUDA_CACHE_PATH, harness/sandbox.py). After a run,
-once nothing of the sandbox is alive, the harness keeps that directory in <state
-root>/compile/at-clock-start/<sha256 of train.py>/ and seeds the next run of the *same* train.py
-with a copy; the scoring's model processes are seeded from it too. A partition is only ever read by
-runs of the train.py that wrote it, so one candidate cannot poison another's kernels or the
+the CUDA driver with what it compiled from PTX (CUDA_CACHE_PATH, harness/sandbox.py). The harness
+keeps that directory, as it was when the training's clock started (below), in
+<state root>/compile/at-clock-start/<sha256 of train.py>/ and seeds the next run of the *same*
+train.py with a copy; the scoring's model processes are seeded from it too. A partition is only ever
+read by runs of the train.py that wrote it, so one candidate cannot poison another's kernels or the
 baseline's.
 
 Only the training sandbox's directory is kept, never a model process's. A model process sees the
