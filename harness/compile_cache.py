@@ -30,13 +30,15 @@ batch either, so it keeps what it left, once nothing of it is alive.
 
 Only regular files and directories are copied (no symlinks, no devices), up to MAX_BYTES and
 MAX_FILES; a partition that would grow past them is not kept. The snapshot reads a tree that the
-sandbox may be changing at that moment, so it walks it by directory descriptors (os.fwalk, never
-following a link) and opens each file relative to its directory, without following a link and
-without blocking on a FIFO.
+sandbox may be changing at that moment, so every copy (`_copy_tree`: the seed's, the snapshot's, the
+kept one's) walks by directory descriptors (os.fwalk, never following a link) and opens each file
+relative to its directory, without following a link and without blocking on a FIFO. A snapshot is
+moved into the partition, not copied again, where both lie on one filesystem.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import stat
@@ -62,42 +64,53 @@ def partition(train_sha256: str) -> Path:
     return Path(state_root()) / "compile" / LAYOUT / train_sha256
 
 
-def _copy_file(src: Path, dst: Path) -> None:
-    """One regular file's bytes, never through a link at src."""
-    fd = os.open(src, os.O_RDONLY | os.O_NOFOLLOW)
-    with os.fdopen(fd, "rb") as fi, open(dst, "wb") as fo:
-        shutil.copyfileobj(fi, fo)
-
-
-def _copy_tree(src: Path, dst: Path, owner: tuple[int, int] | None) -> int:
-    """Copy regular files and directories only, never following a link; returns bytes copied, or -1
-    when the tree is over MAX_BYTES, read when it runs (nothing is left half-copied at dst then)."""
-    limit = MAX_BYTES
-    total = 0
-    plan: list[tuple[Path, Path, bool]] = []
-    for root, dirs, files in os.walk(src, followlinks=False):
-        r = Path(root)
-        for name in dirs + files:
-            p = r / name
-            st = p.lstat()
-            if stat.S_ISDIR(st.st_mode):
-                plan.append((p, dst / p.relative_to(src), True))
-            elif stat.S_ISREG(st.st_mode):
-                total += st.st_size
-                plan.append((p, dst / p.relative_to(src), False))
-        if total > limit:
-            return -1
-    dst.mkdir(parents=True, exist_ok=True)
-    for s, d, is_dir in plan:
-        if is_dir:
-            d.mkdir(exist_ok=True)
-        else:
-            _copy_file(s, d)
-        if owner:
-            os.chown(d, *owner)
-    if owner:
-        os.chown(dst, *owner)
-    return total
+def _copy_tree(src: Path, dst: Path, owner: tuple[int, int] | None = None) -> int:
+    """Regular files and directories under `src` into `dst` (made here, and given to `owner`), never
+    through a link, and safe against a tree that changes meanwhile (the snapshot reads one that the
+    live sandbox can write): walked by directory descriptors (os.fwalk), each file opened relative
+    to its directory, without following a link and without blocking on a FIFO. Bytes copied; 0 when
+    `src` is no directory (or a link to one); -1 past MAX_BYTES or MAX_FILES, with what was copied
+    left at `dst` for the caller to remove."""
+    try:
+        top = os.open(src, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
+        return 0
+    try:
+        total = files = 0
+        flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+        for root, _dirs, names, rootfd in os.fwalk(".", dir_fd=top, follow_symlinks=False):
+            out = dst / root
+            out.mkdir(parents=True, exist_ok=True)
+            if owner:
+                os.chown(out, *owner)
+            for name in names:
+                files += 1
+                if files > MAX_FILES:
+                    return -1
+                try:
+                    fd = os.open(name, flags, dir_fd=rootfd)
+                except OSError:  # a link (ELOOP), a socket, or gone meanwhile
+                    continue
+                with os.fdopen(fd, "rb") as fi:
+                    st = os.fstat(fi.fileno())
+                    if not stat.S_ISREG(st.st_mode):  # a FIFO, opened without blocking
+                        continue
+                    left = st.st_size  # what it held when opened; a file that grows is cut there
+                    with open(out / name, "wb") as fo:
+                        while left > 0:
+                            chunk = fi.read(min(left, 1 << 20))
+                            if not chunk:
+                                break
+                            fo.write(chunk)
+                            left -= len(chunk)
+                            total += len(chunk)
+                            if total > MAX_BYTES:
+                                return -1
+                if owner:
+                    os.chown(out / name, *owner)
+        return total
+    finally:
+        os.close(top)
 
 
 def seed(scratch: Path, train_sha256: str, owner: tuple[int, int] | None) -> int:
@@ -138,57 +151,13 @@ def snapshot(scratch: Path) -> Snapshot:
     raises: a snapshot that fails keeps nothing, and the next run starts cold."""
     staging = scratch.parent / f".{scratch.name}-cache-at-clock-{os.getpid()}"
     try:
-        n = _copy_live(scratch, staging)
+        n = _copy_tree(scratch / SUBDIR, staging)
     except Exception:  # noqa: BLE001 (whatever the sandbox did to its tree: a cold start, not a failed run)
         n = -1
     if n <= 0:
         shutil.rmtree(staging, ignore_errors=True)
         return Snapshot(None, 0)
     return Snapshot(staging, n)
-
-
-def _copy_live(scratch: Path, dst: Path) -> int:
-    """Regular files and directories under scratch/.cache into dst, safe against a tree that changes
-    meanwhile; bytes copied, 0 when there is none, -1 past MAX_BYTES or MAX_FILES."""
-    base = os.open(scratch, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
-    try:
-        try:
-            top = os.lstat(SUBDIR, dir_fd=base)
-        except FileNotFoundError:
-            return 0
-        if not stat.S_ISDIR(top.st_mode):
-            return 0
-        total = files = 0
-        flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
-        for root, _dirs, names, rootfd in os.fwalk(SUBDIR, dir_fd=base, follow_symlinks=False):
-            out = dst / os.path.relpath(root, SUBDIR)
-            out.mkdir(parents=True, exist_ok=True)
-            for name in names:
-                files += 1
-                if files > MAX_FILES:
-                    return -1
-                try:
-                    fd = os.open(name, flags, dir_fd=rootfd)
-                except OSError:  # a link (ELOOP), a socket, or gone meanwhile
-                    continue
-                with os.fdopen(fd, "rb") as fi:
-                    st = os.fstat(fi.fileno())
-                    if not stat.S_ISREG(st.st_mode):  # a FIFO, opened without blocking
-                        continue
-                    left = st.st_size  # what it held when opened; a file that grows is cut there
-                    with open(out / name, "wb") as fo:
-                        while left > 0:
-                            chunk = fi.read(min(left, 1 << 20))
-                            if not chunk:
-                                break
-                            fo.write(chunk)
-                            left -= len(chunk)
-                            total += len(chunk)
-                            if total > MAX_BYTES:
-                                return -1
-        return total
-    finally:
-        os.close(base)
 
 
 def keep(scratch: Path, train_sha256: str, at_clock: Snapshot | None = None) -> int:
@@ -200,17 +169,24 @@ def keep(scratch: Path, train_sha256: str, at_clock: Snapshot | None = None) -> 
             return _keep(scratch / SUBDIR, partition(train_sha256))
         if at_clock.path is None:
             return 0
-        return _keep(at_clock.path, partition(train_sha256))
+        return _keep(at_clock.path, partition(train_sha256), moved_bytes=at_clock.nbytes)
     except OSError:  # a read-only or full cache: the next run starts cold
         return 0
 
 
-def _keep(src: Path, part: Path) -> int:
-    if not src.is_dir() or src.is_symlink():
-        return 0
+def _keep(src: Path, part: Path, moved_bytes: int | None = None) -> int:
+    """Replace `part` with a copy of `src`; with `moved_bytes`, `src` is the harness's own finished
+    copy (a snapshot) and is moved instead where it can be (the same filesystem)."""
     tmp = part.with_name(part.name + f".tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
-    n = _copy_tree(src, tmp, None)
+    n = -1
+    if moved_bytes is not None:
+        tmp.parent.mkdir(parents=True, exist_ok=True)
+        with contextlib.suppress(OSError):  # another filesystem (EXDEV): copied below
+            os.rename(src, tmp)
+            n = moved_bytes
+    if n < 0:
+        n = _copy_tree(src, tmp)
     if n <= 0:
         shutil.rmtree(tmp, ignore_errors=True)
         return 0

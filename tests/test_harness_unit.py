@@ -616,6 +616,27 @@ def test_the_cache_is_kept_as_it_was_when_the_clock_started(tmp_path, monkeypatc
     assert compile_cache.keep(scratch, "f" * 64, None) == len(b"weights") + len(b"rewritten")
 
 
+def test_a_snapshot_on_another_filesystem_is_copied_into_the_partition(tmp_path, monkeypatch):
+    """The snapshot is moved into the partition where it can be; across filesystems (EXDEV) it is
+    copied, with the same result."""
+    import errno
+
+    from harness import compile_cache
+
+    monkeypatch.setenv("AUTORESEARCH_CACHE", str(tmp_path / "cache"))
+    scratch = tmp_path / "run" / "train"
+    _cache_tree(scratch)
+    snap = compile_cache.snapshot(scratch)
+
+    def cross_device(src, dst):
+        raise OSError(errno.EXDEV, "Invalid cross-device link")
+
+    monkeypatch.setattr(compile_cache.os, "rename", cross_device)
+    assert compile_cache.keep(scratch, "9" * 64, snap) == 9
+    part = compile_cache.partition("9" * 64)
+    assert (part / "triton" / "kernel.cubin").read_bytes() == b"1234" and snap.path.is_dir()
+
+
 def test_the_snapshot_reads_nothing_through_links_and_never_blocks_on_a_fifo(tmp_path):
     """The snapshot reads a tree the live sandbox controls: links (to files, to directories, or the
     .cache directory itself) are not followed, a FIFO is skipped without waiting for a writer."""
